@@ -1,0 +1,509 @@
+"""The demo job behind ``geo-minzheng demo``: load, validate, build the network, map, summarise.
+
+The job is a list of steps (:data:`DEMO_STEPS`) run in order over one :class:`DemoState`; each
+step reads what earlier steps left in the state and adds its own results and a section of the
+summary. An analysis (coverage, shelters, relief, boundaries) joins the demo as one more
+``DemoStep`` line placed before the ``map`` step. The job needs no network access: the data are in
+the repository and the map inlines its JavaScript and CSS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from geo_minzheng import scenario
+from geo_minzheng._errors import LayerValidationError, Problem
+from geo_minzheng.kinds import (
+    DEMO_SCENARIO_LABEL,
+    ELDERCARE_CATEGORIES,
+    MARKER_STATUS,
+    RELIEF_ITEMS,
+    SHELTER_CLASSES,
+    get_kind,
+)
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import networkx as nx
+
+    from geo_minzheng.catalog import Catalog
+
+#: The repository's demo catalog (used when neither --catalog nor GEO_MINZHENG_CATALOG is set).
+DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "layers" / "catalog.yml"
+
+
+def default_catalog() -> Path:
+    """``$GEO_MINZHENG_CATALOG`` if set, else the repository's ``layers/catalog.yml``."""
+    env = os.environ.get("GEO_MINZHENG_CATALOG", "").strip()
+    return Path(env) if env else DEFAULT_CATALOG
+
+
+@dataclass
+class DemoState:
+    """Everything the steps share: inputs, layers, network, outputs, summary and timings."""
+
+    out_dir: Path
+    lang: str = "zh"
+    catalog_path: Path = field(default_factory=default_catalog)
+    catalog: Catalog | None = None
+    layers: dict[str, gpd.GeoDataFrame] = field(default_factory=dict)
+    problems: dict[str, list[Problem]] = field(default_factory=dict)
+    G: nx.MultiDiGraph | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    generated: list[Path] = field(default_factory=list)
+
+    def t(self, zh: str, en: str) -> str:
+        """``zh`` or ``en`` by the state's language."""
+        return zh if self.lang == "zh" else en
+
+    def layer_of_kind(self, kind: str) -> tuple[str, gpd.GeoDataFrame] | None:
+        """The first layer of ``kind`` (id, frame), or None when the catalog has none."""
+        for layer_id, gdf in self.layers.items():
+            if gdf.attrs.get("kind") == kind:
+                return layer_id, gdf
+        return None
+
+
+@dataclass(frozen=True)
+class DemoStep:
+    """One step of the demo: a name, zh/en labels for progress messages, and its function."""
+
+    name: str
+    label_zh: str
+    label_en: str
+    run: Callable[[DemoState], None]
+
+    def label(self, lang: str) -> str:
+        """The step's label in ``lang``."""
+        return self.label_zh if lang == "zh" else self.label_en
+
+
+# --------------------------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------------------------
+
+
+def _step_layers(state: DemoState) -> None:
+    """Load the catalog and read every layer; generate the demo GeoPackage if it is missing."""
+    from geo_minzheng.catalog import load_catalog
+
+    preliminary = load_catalog(state.catalog_path, check_sources=False)
+    for entry in preliminary.entries.values():
+        source = Path(entry.source)
+        missing = not source.exists() and source not in state.generated
+        if missing and source.name == scenario.DEMO_GPKG.name:
+            scenario.write_demo_gpkg(source)
+            state.generated.append(source)
+    state.catalog = load_catalog(state.catalog_path)
+    state.layers = state.catalog.read_all(validate=False)
+
+
+def _step_validate(state: DemoState) -> None:
+    """Validate every layer; stop the demo with every problem listed if any layer has one."""
+    from geo_minzheng import validation
+
+    for layer_id, gdf in state.layers.items():
+        state.problems[layer_id] = validation.validate(gdf, gdf.attrs["kind"], layer=layer_id)
+    bad = [p for problems in state.problems.values() for p in problems]
+    if bad:
+        where = "demo"
+        raise LayerValidationError(where, bad)
+
+
+def _step_network(state: DemoState) -> None:
+    """Build the elderly walking network from the road layer (when the catalog has one)."""
+    from geo_minzheng import network
+
+    found = state.layer_of_kind("road")
+    if found is None:
+        return
+    G = network.from_road_layer(found[1], profile="walk")
+    state.G = G
+    length_m = sum(
+        float(d["length_m"]) for u, v, d in G.edges(data=True) if u <= v
+    )  # walk edges come in both directions: count each street once
+    state.summary["network"] = {
+        "layer": found[0],
+        "profile": G.graph["profile"],
+        "walk_speed_mps": float(G.graph["walk_speed_mps"]),
+        "crs": G.graph["crs"].to_string()
+        if hasattr(G.graph["crs"], "to_string")
+        else str(G.graph["crs"]),
+        "nodes": G.number_of_nodes(),
+        "edges": G.number_of_edges(),
+        "length_km": round(length_m / 1000.0, 3),
+    }
+
+
+# Analyses join here, before the map, one DemoStep each (the lead wires them), e.g.
+#   DemoStep("coverage", "养老服务圈覆盖分析", "Eldercare coverage", _step_coverage),
+# where _step_coverage calls geo_minzheng.coverage on state.layers/state.G, adds its result
+# layers to state.layers (so the map shows them) and its numbers to state.summary["coverage"].
+
+
+def _step_map(state: DemoState) -> None:
+    """Draw every layer on one offline HTML map (zh-CN labels by default)."""
+    from maps import render
+
+    styles = {}
+    if state.catalog is not None:
+        styles = {lid: e.style for lid, e in state.catalog.entries.items() if lid in state.layers}
+    title = state.t("长春市民政服务设施（演示）", "Changchun civil-affairs facilities (demo)")
+    m = render.layers_map(state.layers, styles=styles, lang=state.lang, title=title)
+    state.outputs["map"] = render.save_html(m, state.out_dir / "map.html", offline=True)
+
+
+def _step_summary(state: DemoState) -> None:
+    """Write summary.json and summary.md (the numbers of every earlier step)."""
+    state.summary.update(_layer_summary(state))
+    state.outputs["summary_json"] = state.out_dir / "summary.json"
+    state.outputs["summary_md"] = state.out_dir / "summary.md"
+    state.summary["outputs"] = {k: str(v) for k, v in state.outputs.items()}
+
+
+DEMO_STEPS: list[DemoStep] = [
+    DemoStep("layers", "读取图层目录与图层", "Read the catalog and layers", _step_layers),
+    DemoStep("validate", "校验全部图层", "Validate every layer", _step_validate),
+    DemoStep("network", "构建老年人步行路网", "Build the elderly walking network", _step_network),
+    DemoStep("map", "绘制网页地图", "Render the web map", _step_map),
+    DemoStep("summary", "汇总结果", "Summarise", _step_summary),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------------------------
+
+
+def _int(value: Any) -> int:
+    return int(np.nansum(np.asarray(value, dtype=float)))
+
+
+def _counts(values: Any, codes: Any) -> dict[str, int]:
+    series = list(values)
+    return {code: series.count(code) for code in codes if series.count(code)}
+
+
+def _layer_summary(state: DemoState) -> dict[str, Any]:
+    entries = state.catalog.entries if state.catalog is not None else {}
+    layers = []
+    for layer_id, gdf in state.layers.items():
+        entry = entries.get(layer_id)
+        sources = sorted({str(s) for s in gdf["source"].dropna()}) if "source" in gdf else []
+        layers.append(
+            {
+                "id": layer_id,
+                "kind": gdf.attrs["kind"],
+                "title": (entry.title_zh if state.lang == "zh" else entry.title_en)
+                if entry
+                else get_kind(gdf.attrs["kind"]).label(state.lang),
+                "count": len(gdf),
+                "scenario": bool(gdf.attrs.get("scenario", False)),
+                "sources": sources,
+                "problems": len(state.problems.get(layer_id, [])),
+            }
+        )
+    out: dict[str, Any] = {"layers": layers}
+    out["population"] = _population(state)
+    out["facilities"] = _facilities(state)
+    out["provenance"] = _provenance(state, layers)
+    return out
+
+
+def _population(state: DemoState) -> dict[str, Any] | None:
+    found = state.layer_of_kind("demand")
+    if found is None:
+        return None
+    gdf = found[1]
+    total, aged = _int(gdf["population"]), _int(gdf["aged_60_plus"])
+    names = {}
+    units = state.layer_of_kind("admin_unit")
+    if units is not None:
+        names = dict(zip(units[1]["adcode"], units[1]["name"], strict=True))
+    by_unit = []
+    if "admin_code" in gdf:
+        for code, group in gdf.groupby("admin_code", sort=True):
+            by_unit.append(
+                {
+                    "adcode": str(code),
+                    "name": names.get(code, str(code)),
+                    "demand_points": len(group),
+                    "population": _int(group["population"]),
+                    "aged_60_plus": _int(group["aged_60_plus"]),
+                }
+            )
+    return {
+        "layer": found[0],
+        "demand_points": len(gdf),
+        "population": total,
+        "aged_60_plus": aged,
+        "aged_share": round(aged / total, 4) if total else None,
+        "households": _int(gdf["households"]) if "households" in gdf else None,
+        "by_admin_unit": by_unit,
+    }
+
+
+def _facilities(state: DemoState) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if (found := state.layer_of_kind("eldercare_center")) is not None:
+        gdf = found[1]
+        out["eldercare"] = {
+            "count": len(gdf),
+            "beds": _int(gdf["beds"]) if "beds" in gdf else None,
+            "by_category": _counts(gdf["category"], ELDERCARE_CATEGORIES),
+        }
+    if (found := state.layer_of_kind("community_service_room")) is not None:
+        gdf = found[1]
+        out["service_rooms"] = {
+            "count": len(gdf),
+            "floor_area_m2": round(float(np.nansum(gdf["floor_area_m2"].astype(float))), 1),
+        }
+    if (found := state.layer_of_kind("shelter")) is not None:
+        gdf = found[1]
+        out["shelters"] = {
+            "count": len(gdf),
+            "areas": int(gdf.geom_type.isin(["Polygon", "MultiPolygon"]).sum()),
+            "effective_area_m2": round(float(np.nansum(gdf["effective_area_m2"].astype(float))), 1),
+            "capacity_persons": _int(gdf["capacity_persons"])
+            if "capacity_persons" in gdf
+            else None,
+            "by_class": _counts(gdf["shelter_class"], SHELTER_CLASSES),
+        }
+    if (found := state.layer_of_kind("supply_depot")) is not None:
+        gdf = found[1]
+        out["depots"] = {
+            "count": len(gdf),
+            "stock": {
+                item: _int(gdf[f"stock_{item}"]) for item in RELIEF_ITEMS if f"stock_{item}" in gdf
+            },
+        }
+    if (found := state.layer_of_kind("boundary_marker")) is not None:
+        gdf = found[1]
+        out["markers"] = {"count": len(gdf), "by_status": _counts(gdf["status"], MARKER_STATUS)}
+    return out
+
+
+def _provenance(state: DemoState, layers: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    if any(DEMO_SCENARIO_LABEL in layer["sources"] for layer in layers):
+        lines.append(
+            state.t(
+                f"演示情景：设施、人口、界桩为按固定种子（{scenario.DEFAULT_SEED}）生成的示例数据，"
+                "并非官方登记数据（docs/scenario.md）",
+                f"Demo scenario: facilities, population and markers are generated from a fixed "
+                f"seed ({scenario.DEFAULT_SEED}), not official records (docs/scenario.md)",
+            )
+        )
+    real = sorted({s for layer in layers for s in layer["sources"] if s != DEMO_SCENARIO_LABEL})
+    lines += real
+    if state.generated:
+        lines.append(
+            state.t(
+                f"本次运行生成了演示数据：{', '.join(str(p) for p in state.generated)}",
+                f"Demo data generated in this run: {', '.join(str(p) for p in state.generated)}",
+            )
+        )
+    return lines
+
+
+def summary_markdown(summary: dict[str, Any], *, lang: str = "zh") -> str:
+    """The summary as a Markdown report in ``lang`` ('zh' or 'en')."""
+
+    def t(zh: str, en: str) -> str:
+        return zh if lang == "zh" else en
+
+    lines = [
+        f"# {summary['title']}",
+        "",
+        f"{t('生成时间', 'Generated')}: {summary['generated_at']}",
+        "",
+    ]
+    lines += [f"## {t('图层', 'Layers')}", ""]
+    lines += [
+        f"| {t('图层', 'Layer')} | {t('类型', 'Kind')} | {t('记录数', 'Records')} | "
+        f"{t('问题数', 'Problems')} | {t('演示情景', 'Demo scenario')} |",
+        "|---|---|---:|---:|---|",
+    ]
+    for layer in summary["layers"]:
+        scen = t("是", "yes") if layer["scenario"] else t("否", "no")
+        lines.append(
+            f"| {layer['title']} (`{layer['id']}`) | {get_kind(layer['kind']).label(lang)} | "
+            f"{layer['count']:,} | {layer['problems']} | {scen} |"
+        )
+    pop = summary.get("population")
+    if pop:
+        lines += ["", f"## {t('人口', 'Population')}", ""]
+        lines.append(
+            t(
+                f"常住人口 {pop['population']:,} 人，其中 60 岁及以上 {pop['aged_60_plus']:,} 人"
+                f"（{pop['aged_share']:.2%}），{pop['households']:,} 户，{pop['demand_points']:,} "
+                "个需求点。",
+                f"{pop['population']:,} residents, {pop['aged_60_plus']:,} aged 60+ "
+                f"({pop['aged_share']:.2%}), {pop['households']:,} households, "
+                f"{pop['demand_points']:,} demand points.",
+            )
+        )
+        lines += [
+            "",
+            f"| {t('区划', 'Unit')} | {t('需求点', 'Points')} | {t('常住人口', 'Population')} | "
+            f"{t('60岁及以上', 'Aged 60+')} |",
+            "|---|---:|---:|---:|",
+        ]
+        for row in pop["by_admin_unit"]:
+            lines.append(
+                f"| {row['name']} ({row['adcode']}) | {row['demand_points']:,} | "
+                f"{row['population']:,} | {row['aged_60_plus']:,} |"
+            )
+    fac = summary.get("facilities") or {}
+    if fac:
+        lines += ["", f"## {t('设施', 'Facilities')}", ""]
+        if "eldercare" in fac:
+            e = fac["eldercare"]
+            cats = ", ".join(
+                f"{ELDERCARE_CATEGORIES[c][0 if lang == 'zh' else 1]} {n}"
+                for c, n in e["by_category"].items()
+            )
+            lines.append(
+                f"- {t('养老服务设施', 'Eldercare facilities')}: {e['count']} ({cats}); "
+                f"{t('床位', 'beds')} {e['beds']:,}"
+            )
+        if "service_rooms" in fac:
+            s = fac["service_rooms"]
+            lines.append(
+                f"- {t('社区综合服务设施', 'Community service rooms')}: {s['count']}; "
+                f"{t('建筑面积', 'floor area')} {s['floor_area_m2']:,.0f} m²"
+            )
+        if "shelters" in fac:
+            s = fac["shelters"]
+            classes = ", ".join(
+                f"{SHELTER_CLASSES[c][0 if lang == 'zh' else 1]} {n}"
+                for c, n in s["by_class"].items()
+            )
+            lines.append(
+                f"- {t('应急避难场所', 'Emergency shelters')}: {s['count']} ({classes}); "
+                f"{t('有效避难面积', 'effective area')} {s['effective_area_m2']:,.0f} m², "
+                f"{t('可容纳', 'capacity')} {s['capacity_persons']:,} {t('人', 'persons')}"
+            )
+        if "depots" in fac:
+            d = fac["depots"]
+            stock = ", ".join(
+                f"{RELIEF_ITEMS[i][0 if lang == 'zh' else 1]} {n:,} {RELIEF_ITEMS[i][2]}"
+                for i, n in d["stock"].items()
+            )
+            lines.append(f"- {t('救灾物资储备库', 'Relief depots')}: {d['count']} ({stock})")
+        if "markers" in fac:
+            mk = fac["markers"]
+            status = ", ".join(
+                f"{MARKER_STATUS[c][0 if lang == 'zh' else 1]} {n}"
+                for c, n in mk["by_status"].items()
+            )
+            lines.append(f"- {t('界桩', 'Boundary markers')}: {mk['count']} ({status})")
+    net = summary.get("network")
+    if net:
+        lines += ["", f"## {t('路网', 'Street network')}", ""]
+        lines.append(
+            t(
+                f"步行路网（步速 {net['walk_speed_mps']} m/s）：{net['nodes']:,} 个节点，"
+                f"{net['edges']:,} 条有向边，道路总长 {net['length_km']:,.1f} km，"
+                f"坐标系 {net['crs']}。",
+                f"Walking network ({net['walk_speed_mps']} m/s): {net['nodes']:,} nodes, "
+                f"{net['edges']:,} directed edges, {net['length_km']:,.1f} km of streets, "
+                f"CRS {net['crs']}.",
+            )
+        )
+    lines += ["", f"## {t('耗时', 'Timing')}", ""]
+    for name, seconds in summary["timing_s"].items():
+        lines.append(f"- {name}: {seconds:.2f} s")
+    lines += ["", f"## {t('数据来源', 'Data provenance')}", ""]
+    lines += [f"- {line}" for line in summary["provenance"]]
+    lines += ["", f"## {t('输出文件', 'Outputs')}", ""]
+    lines += [f"- {k}: `{v}`" for k, v in summary["outputs"].items()]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def run_demo(
+    out_dir: str | Path = "out",
+    *,
+    lang: str = "zh",
+    catalog_path: str | Path | None = None,
+    steps: list[DemoStep] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DemoState:
+    """Run the demo steps and write map.html, summary.json and summary.md into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir
+        Output folder (created).
+    lang
+        'zh' (default) or 'en': language of the map, the summary and progress messages.
+    catalog_path
+        The layer catalog; default ``$GEO_MINZHENG_CATALOG`` or the repository's demo catalog.
+    steps
+        The steps to run; default :data:`DEMO_STEPS`.
+    progress
+        Called with one line per finished step (the CLI prints them).
+
+    Returns
+    -------
+    DemoState
+        With layers, network, outputs, summary and per-step timings.
+    """
+    if lang not in ("zh", "en"):
+        msg = f"lang must be 'zh' or 'en', got {lang!r}"
+        raise ValueError(msg)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = DemoState(
+        out_dir=out,
+        lang=lang,
+        catalog_path=Path(catalog_path) if catalog_path is not None else default_catalog(),
+    )
+    state.summary.update(
+        {
+            "title": state.t("长春市民政空间数据演示", "Changchun civil-affairs demo"),
+            "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "lang": lang,
+            "catalog": str(state.catalog_path),
+            "scenario_seed": scenario.DEFAULT_SEED,
+        }
+    )
+    start = time.perf_counter()
+    for step in steps if steps is not None else DEMO_STEPS:
+        t0 = time.perf_counter()
+        step.run(state)
+        state.timings_s[step.name] = round(time.perf_counter() - t0, 3)
+        if progress is not None:
+            progress(f"[{state.timings_s[step.name]:6.2f} s] {step.label(lang)}")
+    state.timings_s["total"] = round(time.perf_counter() - start, 3)
+    state.summary["timing_s"] = dict(state.timings_s)
+    _write_summary(state)
+    return state
+
+
+def _write_summary(state: DemoState) -> None:
+    state.summary.setdefault("outputs", {k: str(v) for k, v in state.outputs.items()})
+    json_path = state.outputs.get("summary_json", state.out_dir / "summary.json")
+    md_path = state.outputs.get("summary_md", state.out_dir / "summary.md")
+    state.summary.setdefault("layers", [])
+    state.summary.setdefault("provenance", [])
+    json_path.write_text(
+        json.dumps(state.summary, ensure_ascii=False, indent=2, default=str), encoding="utf-8"
+    )
+    md_path.write_text(summary_markdown(state.summary, lang=state.lang), encoding="utf-8")

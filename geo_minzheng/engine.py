@@ -1,0 +1,799 @@
+"""Shortest-path engine over CSR arrays: snapping, nearest facility, bounded trees, OD, routes.
+
+The graph is exported once to arrays (directed edges ``u -> v`` with a cost, a length and a
+geometry) and a CSR matrix that :func:`scipy.sparse.csgraph.dijkstra` runs on in compiled code.
+This is the only module that maps layer IDs to graph indices (STYLE.md #7).
+
+Points (demand, facilities) are snapped to the nearest *edge*, not node: each snapped point
+becomes a virtual node that splits its edge(s) at the snapped position, so a point in the middle
+of a long block is reached through the block, in both directions where the street is two-way.
+The access leg from the point to the road is added to every cost: its length times the cost per
+metre of the road it joins (for ``time_s`` that is the walking speed on a walk network and the
+road's speed on a drive network; for ``length_m`` it is the distance itself). Points farther than
+``max_snap_m`` from any road are reported in ``Snapped.too_far``, never silently snapped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import geopandas as gpd
+import networkx as nx
+import numpy as np
+import pandas as pd
+import shapely
+from pyproj import CRS
+from scipy import sparse
+from scipy.sparse import csgraph
+
+from geo_minzheng._errors import (
+    LayerValidationError,
+    NetworkError,
+    Problem,
+    UnreachableError,
+)
+
+#: Costs are clamped to this so that csgraph keeps zero-cost edges (it drops explicit zeros).
+_EPS_COST = 1e-9
+#: Cells of the dense (sources x nodes) block one csgraph call may return (~64 MB of float64).
+_BLOCK_CELLS = 8_000_000
+
+
+def _chunk(n_nodes: int) -> int:
+    """Sources per csgraph call, so that full per-source trees stay within _BLOCK_CELLS."""
+    return max(1, min(256, _BLOCK_CELLS // max(n_nodes, 1)))
+
+
+# --------------------------------------------------------------------------------------------
+# public result types
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Snapped:
+    """Points attached to the network: one row per point that is within ``max_snap_m`` of a road.
+
+    Attributes
+    ----------
+    ids
+        The snapped points' IDs (strings), in input order.
+    xy
+        The points' own coordinates in the engine's CRS.
+    snapped_xy
+        Where each point meets its road.
+    segment
+        Index of the street segment (an undirected edge geometry) each point is on.
+    offset_m
+        Distance of the snapped position along that segment's canonical geometry.
+    access_m
+        Straight distance from the point to the road.
+    access_cost
+        Cost of the access leg in the engine's cost unit.
+    too_far
+        ``DataFrame[id, distance_m]`` of points farther than ``max_snap_m`` from every road (or
+        with empty geometry: distance NaN); they are in no query.
+    """
+
+    ids: np.ndarray
+    xy: np.ndarray
+    snapped_xy: np.ndarray
+    segment: np.ndarray
+    offset_m: np.ndarray
+    access_m: np.ndarray
+    access_cost: np.ndarray
+    too_far: pd.DataFrame
+    engine_id: int = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class ODMatrix:
+    """Sparse origin-destination costs: only pairs within the cutoff are stored."""
+
+    origin_ids: np.ndarray
+    destination_ids: np.ndarray
+    origin_index: np.ndarray
+    destination_index: np.ndarray
+    cost: np.ndarray
+
+    def to_dense(self, fill: float = np.inf) -> np.ndarray:
+        """``ndarray[n_origins, n_destinations]`` with ``fill`` where no path is within cutoff."""
+        out = np.full((len(self.origin_ids), len(self.destination_ids)), fill, dtype=float)
+        out[self.origin_index, self.destination_index] = self.cost
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long table ``[origin_id, destination_id, cost]`` of the stored pairs."""
+        return pd.DataFrame(
+            {
+                "origin_id": self.origin_ids[self.origin_index],
+                "destination_id": self.destination_ids[self.destination_index],
+                "cost": self.cost,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Route:
+    """A shortest path between two points, access legs included."""
+
+    geometry: shapely.LineString
+    cost: float
+    length_m: float
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Bounded shortest-path trees of several sources over the augmented graph (sparse).
+
+    ``cost[i, j]`` is the cost from source ``i`` (access leg included) to augmented node ``j``;
+    only nodes within the cutoff are stored. ``edges`` describes every usable augmented edge:
+    columns ``from``, ``to``, ``cost``, ``parent`` (the engine edge it lies on, -1 for none),
+    ``f0``/``f1`` (the part of the parent edge it covers, as fractions of its length).
+    """
+
+    source_ids: np.ndarray
+    cost: sparse.csr_matrix
+    edges: pd.DataFrame
+    n_real_nodes: int
+
+
+# --------------------------------------------------------------------------------------------
+# barriers
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Barriers:
+    """Points, lines or polygons that close the roads they touch or multiply their cost.
+
+    One object works in every query of every engine: the edges it touches are found (and cached)
+    per engine, as those whose geometry comes within ``tolerance_m`` of a barrier geometry.
+    """
+
+    geometry: gpd.GeoSeries
+    mode: Literal["close", "scale"] = "close"
+    factor: float = 1.0
+    tolerance_m: float = 1.0
+
+    @classmethod
+    def from_geodataframe(
+        cls,
+        gdf: gpd.GeoDataFrame | gpd.GeoSeries,
+        *,
+        mode: Literal["close", "scale"] = "close",
+        factor: float | None = None,
+        tolerance_m: float = 1.0,
+    ) -> Barriers:
+        """Barriers from the geometries of ``gdf`` (any CRS).
+
+        Parameters
+        ----------
+        mode
+            ``"close"`` removes touched edges; ``"scale"`` multiplies their cost by ``factor``.
+        factor
+            Cost multiplier for ``mode="scale"`` (> 0; e.g. 3.0 for a slow flooded street).
+        tolerance_m
+            How near a road a barrier must come to touch it (a point barrier is rarely exactly
+            on the line).
+        """
+        geoms = gdf.geometry if isinstance(gdf, gpd.GeoDataFrame) else gdf
+        if geoms.crs is None:
+            msg = "barriers have no CRS: set one (e.g. gdf.set_crs('EPSG:4326'))"
+            raise NetworkError(msg)
+        if mode not in ("close", "scale"):
+            msg = f"barrier mode must be 'close' or 'scale', got {mode!r}"
+            raise NetworkError(msg)
+        if mode == "scale" and (factor is None or not np.isfinite(factor) or factor <= 0):
+            msg = f"barrier mode 'scale' needs factor > 0, got {factor}"
+            raise NetworkError(msg)
+        if mode == "close" and factor is not None:
+            msg = "barrier factor is only used with mode='scale'"
+            raise NetworkError(msg)
+        if tolerance_m < 0:
+            msg = f"barrier tolerance_m must be >= 0, got {tolerance_m}"
+            raise NetworkError(msg)
+        geoms = geoms[~(geoms.is_empty | geoms.isna())]
+        return cls(geoms.reset_index(drop=True), mode, float(factor or 1.0), float(tolerance_m))
+
+
+BarrierArg = Barriers | Sequence[Barriers] | None
+
+
+# --------------------------------------------------------------------------------------------
+# vectorised line pieces
+# --------------------------------------------------------------------------------------------
+def line_pieces(lines: np.ndarray, start_m: np.ndarray, end_m: np.ndarray) -> np.ndarray:
+    """Sub-lines ``lines[i]`` from ``start_m[i]`` to ``end_m[i]`` (metres along), vectorised.
+
+    The equivalent of ``shapely.ops.substring`` for whole arrays; ``start_m <= end_m``.
+    """
+    lines = np.asarray(lines, dtype=object)
+    n = len(lines)
+    if n == 0:
+        return np.empty(0, dtype=object)
+    start_m = np.asarray(start_m, dtype=float)
+    end_m = np.asarray(end_m, dtype=float)
+    coords, idx = shapely.get_coordinates(lines, return_index=True)
+    counts = np.bincount(idx, minlength=n)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    step = np.zeros(len(coords))
+    same = idx[1:] == idx[:-1]
+    step[1:] = np.where(same, np.hypot(*(coords[1:] - coords[:-1]).T), 0.0)
+    cum = np.cumsum(step)
+    cum -= cum[offsets[:-1]][idx]
+    inside = (cum > start_m[idx]) & (cum < end_m[idx])
+    p0 = shapely.get_coordinates(shapely.line_interpolate_point(lines, start_m))
+    p1 = shapely.get_coordinates(shapely.line_interpolate_point(lines, end_m))
+    mid_idx = idx[inside]
+    all_idx = np.concatenate([np.arange(n), mid_idx, np.arange(n)])
+    all_xy = np.concatenate([p0, coords[inside], p1])
+    rank = np.concatenate([np.zeros(n), 1 + np.flatnonzero(inside), np.full(n, len(coords) + 1)])
+    order = np.lexsort((rank, all_idx))
+    return shapely.linestrings(all_xy[order], indices=all_idx[order])
+
+
+# --------------------------------------------------------------------------------------------
+# engine
+# --------------------------------------------------------------------------------------------
+class Engine:
+    """Shortest paths on one network, over arrays.
+
+    Build with :meth:`from_graph` (a graph from :mod:`geo_minzheng.network`) or
+    :meth:`from_arrays`. ``weight`` is the edge attribute minimised (``time_s`` or ``length_m``);
+    every cost the engine returns is in that attribute's unit.
+    """
+
+    def __init__(
+        self,
+        *,
+        node_ids: np.ndarray,
+        node_x: np.ndarray,
+        node_y: np.ndarray,
+        u: np.ndarray,
+        v: np.ndarray,
+        cost: np.ndarray,
+        length_m: np.ndarray,
+        geometry: np.ndarray | None,
+        crs: object,
+        weight: str = "time_s",
+        walk_speed_mps: float | None = None,
+        profile: str | None = None,
+    ) -> None:
+        self.node_ids = np.asarray(node_ids)
+        self.node_x = np.asarray(node_x, dtype=float)
+        self.node_y = np.asarray(node_y, dtype=float)
+        self.u = np.asarray(u, dtype=np.int64)
+        self.v = np.asarray(v, dtype=np.int64)
+        self.cost = np.maximum(np.asarray(cost, dtype=float), _EPS_COST)
+        self.length_m = np.asarray(length_m, dtype=float)
+        if geometry is None:
+            xy = np.column_stack([self.node_x, self.node_y])
+            geometry = shapely.linestrings(np.stack([xy[self.u], xy[self.v]], axis=1))
+        self.geometry = np.asarray(geometry, dtype=object)
+        self.crs = CRS.from_user_input(crs)
+        self.weight = weight
+        self.walk_speed_mps = walk_speed_mps
+        self.profile = profile
+        self.n_nodes = len(self.node_ids)
+        problems = []
+        if np.any(~np.isfinite(self.cost)) or np.any(self.cost < 0):
+            bad = int(np.flatnonzero(~np.isfinite(self.cost) | (self.cost < 0))[0])
+            problems.append(f"edge {bad}: {weight} must be finite and >= 0, got {cost[bad]}")
+        if len(self.u) and (
+            max(self.u.max(), self.v.max()) >= self.n_nodes or min(self.u.min(), self.v.min()) < 0
+        ):
+            problems.append("edge endpoints must index the node arrays")
+        if problems:
+            raise NetworkError("; ".join(problems))
+        self._base = self._csr(self.cost)
+        self._segments: tuple[np.ndarray, ...] | None = None
+        self._barrier_cache: dict[int, tuple[object, np.ndarray]] = {}
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_graph(cls, G: nx.MultiDiGraph, *, weight: str = "time_s") -> Engine:
+        """Export a network graph once to arrays (edges need ``weight``, ``length_m``, geometry)."""
+        if G.number_of_edges() == 0:
+            msg = "cannot build an engine from a graph with no edges"
+            raise NetworkError(msg)
+        if "crs" not in G.graph:
+            msg = "graph has no 'crs' in G.graph; build it with geo_minzheng.network"
+            raise NetworkError(msg)
+        node_ids = np.array(list(G.nodes), dtype=object)
+        try:
+            node_ids = node_ids.astype(np.int64)
+        except (TypeError, ValueError):
+            pass
+        pos = {n: i for i, n in enumerate(G.nodes)}
+        xs = np.array([d["x"] for _, d in G.nodes(data=True)], dtype=float)
+        ys = np.array([d["y"] for _, d in G.nodes(data=True)], dtype=float)
+        rows = list(G.edges(data=True))
+        missing = [f"edge ({a}, {b})" for a, b, d in rows if weight not in d][:5]
+        if missing:
+            msg = f"edges lack weight {weight!r}: {', '.join(missing)}"
+            raise NetworkError(msg)
+        u = np.fromiter((pos[a] for a, _, _ in rows), dtype=np.int64, count=len(rows))
+        v = np.fromiter((pos[b] for _, b, _ in rows), dtype=np.int64, count=len(rows))
+        cost = np.fromiter((d[weight] for _, _, d in rows), dtype=float, count=len(rows))
+        geoms = np.array([d.get("geometry") for _, _, d in rows], dtype=object)
+        no_geom = np.array([g is None for g in geoms])
+        if no_geom.any():
+            pts = np.column_stack([xs, ys])
+            geoms[no_geom] = shapely.linestrings(
+                np.stack([pts[u[no_geom]], pts[v[no_geom]]], axis=1)
+            )
+        length = np.fromiter(
+            (d.get("length_m", np.nan) for _, _, d in rows), dtype=float, count=len(rows)
+        )
+        length = np.where(np.isfinite(length), length, shapely.length(geoms))
+        return cls(
+            node_ids=node_ids,
+            node_x=xs,
+            node_y=ys,
+            u=u,
+            v=v,
+            cost=cost,
+            length_m=length,
+            geometry=geoms,
+            crs=G.graph["crs"],
+            weight=weight,
+            walk_speed_mps=G.graph.get("walk_speed_mps"),
+            profile=G.graph.get("profile"),
+        )
+
+    @classmethod
+    def from_arrays(cls, **arrays: object) -> Engine:
+        """An engine straight from node and edge arrays (the keyword arguments of ``Engine``)."""
+        return cls(**arrays)  # type: ignore[arg-type]
+
+    def _csr(self, cost: np.ndarray) -> sparse.csr_matrix:
+        """CSR of the finite edges, keeping the cheapest of parallel edges (csgraph would sum)."""
+        ok = np.isfinite(cost)
+        u, v, c = self.u[ok], self.v[ok], cost[ok]
+        order = np.lexsort((c, v, u))
+        u, v, c = u[order], v[order], c[order]
+        first = np.ones(len(u), dtype=bool)
+        first[1:] = (u[1:] != u[:-1]) | (v[1:] != v[:-1])
+        u, v, c = u[first], v[first], c[first]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=self.n_nodes))])
+        return sparse.csr_matrix((c, v, indptr), shape=(self.n_nodes, self.n_nodes))
+
+    # ---------------------------------------------------------------- segments and snapping
+    def _segment_index(self) -> tuple[np.ndarray, ...]:
+        """Street segments: one canonical geometry per pair of twin edges, and a spatial index."""
+        if self._segments is None:
+            geoms = self.geometry
+            first = shapely.get_coordinates(shapely.get_point(geoms, 0))
+            last = shapely.get_coordinates(shapely.get_point(geoms, -1))
+            second = shapely.get_coordinates(shapely.get_point(geoms, 1))
+            penult = shapely.get_coordinates(shapely.get_point(geoms, -2))
+            a, b = np.where((first == last).all(axis=1)[:, None], (second, penult), (first, last))
+            flip = (a[:, 0] > b[:, 0]) | ((a[:, 0] == b[:, 0]) & (a[:, 1] > b[:, 1]))
+            canon = np.where(flip, shapely.reverse(geoms), geoms)
+            seg_of_edge, uniques = pd.factorize(shapely.to_wkb(canon))
+            n_seg = len(uniques)
+            rep = np.full(n_seg, -1)
+            rep[seg_of_edge[::-1]] = np.arange(len(geoms))[::-1]
+            seg_geom = canon[rep]
+            order = np.argsort(seg_of_edge, kind="stable")
+            ptr = np.concatenate([[0], np.cumsum(np.bincount(seg_of_edge, minlength=n_seg))])
+            tree = shapely.STRtree(seg_geom)
+            self._segments = (seg_of_edge, flip, seg_geom, order, ptr, tree)
+        return self._segments
+
+    def snap(
+        self,
+        gdf: gpd.GeoDataFrame,
+        *,
+        id_field: str = "id",
+        max_snap_m: float = 300.0,
+    ) -> Snapped:
+        """Attach points to their nearest road edge.
+
+        Parameters
+        ----------
+        gdf
+            Points in any CRS (polygons are represented by an interior point); not modified.
+        id_field
+            Column with unique IDs (compared as strings).
+        max_snap_m
+            Points farther than this from every road are reported in ``too_far``, not snapped.
+        """
+        if id_field not in gdf.columns:
+            msg = f"snap: id_field {id_field!r} not in columns {list(gdf.columns)}"
+            raise NetworkError(msg)
+        if gdf.crs is None:
+            msg = "snap: points have no CRS; set one (e.g. gdf.set_crs('EPSG:4326'))"
+            raise NetworkError(msg)
+        ids = gdf[id_field].astype(str).to_numpy(dtype=object)
+        dup = pd.Series(ids).duplicated(keep=False).to_numpy()
+        if dup.any():
+            layer = str(gdf.attrs.get("layer", "points"))
+            raise LayerValidationError(
+                layer,
+                [
+                    Problem(f"record '{i}'", id_field, "unique", "a duplicate")
+                    for i in sorted(set(ids[dup]))
+                ],
+            )
+        geoms = gdf.geometry.to_crs(self.crs).to_numpy()
+        empty = shapely.is_empty(geoms) | shapely.is_missing(geoms)
+        pts = np.where(shapely.get_type_id(geoms) == 0, geoms, shapely.point_on_surface(geoms))
+        pts[empty] = shapely.Point()
+        return self._snap_points(ids, pts, empty, max_snap_m)
+
+    def _snap_points(
+        self, ids: np.ndarray, pts: np.ndarray, empty: np.ndarray, max_snap_m: float
+    ) -> Snapped:
+        seg_of_edge, flip, seg_geom, order, ptr, tree = self._segment_index()
+        ok = np.flatnonzero(~empty)
+        hit_in, hit_seg = tree.query_nearest(
+            pts[ok], max_distance=max_snap_m, return_distance=False, all_matches=False
+        )
+        # one match per point (ties broken by the lowest segment index, deterministically)
+        hit_pt = ok[hit_in]
+        first = np.ones(len(hit_pt), dtype=bool)
+        first[1:] = hit_pt[1:] != hit_pt[:-1]
+        hit_pt, hit_seg = hit_pt[first], hit_seg[first]
+        snapped = np.zeros(len(ids), dtype=bool)
+        snapped[hit_pt] = True
+        far = np.flatnonzero(~snapped)
+        far_dist = np.full(len(far), np.nan)
+        far_ok = ~empty[far]
+        if far_ok.any():
+            _, idx = tree.query_nearest(pts[far[far_ok]], all_matches=False)
+            far_dist[far_ok] = shapely.distance(pts[far[far_ok]], seg_geom[idx])
+        too_far = pd.DataFrame({"id": ids[far], "distance_m": far_dist})
+        seg = hit_seg
+        p = pts[hit_pt]
+        offset = shapely.line_locate_point(seg_geom[seg], p)
+        on_road = shapely.line_interpolate_point(seg_geom[seg], offset)
+        access_m = shapely.distance(p, on_road)
+        # cost per metre of the cheapest edge on the segment (base costs, no barriers)
+        per_m = self.cost / np.maximum(self.length_m, 1e-9)
+        seg_rate = np.full(len(seg_geom), np.inf)
+        np.minimum.at(seg_rate, seg_of_edge, per_m)
+        return Snapped(
+            ids=ids[hit_pt],
+            xy=shapely.get_coordinates(p),
+            snapped_xy=shapely.get_coordinates(on_road),
+            segment=seg,
+            offset_m=offset,
+            access_m=access_m,
+            access_cost=access_m * seg_rate[seg],
+            too_far=too_far,
+            engine_id=id(self),
+        )
+
+    def snap_xy(
+        self,
+        x: Sequence[float],
+        y: Sequence[float],
+        *,
+        crs: object = None,
+        max_snap_m: float = 300.0,
+    ) -> Snapped:
+        """Snap coordinates (in ``crs``, default the engine's CRS); IDs are '0', '1', ..."""
+        gdf = gpd.GeoDataFrame(
+            {"id": np.arange(len(x)).astype(str)},
+            geometry=gpd.points_from_xy(x, y),
+            crs=crs if crs is not None else self.crs,
+        )
+        return self.snap(gdf, max_snap_m=max_snap_m)
+
+    # ---------------------------------------------------------------- barriers
+    def edge_costs(self, barriers: BarrierArg = None) -> np.ndarray:
+        """Edge costs after applying ``barriers`` (closed edges get ``inf``)."""
+        if barriers is None:
+            return self.cost
+        items = [barriers] if isinstance(barriers, Barriers) else list(barriers)
+        cost = self.cost.copy()
+        for b in items:
+            cost[self._touched(b)] *= np.inf if b.mode == "close" else b.factor
+        return cost
+
+    def _touched(self, barriers: Barriers) -> np.ndarray:
+        """Mask of edges a barrier object touches (cached per object)."""
+        hit = self._barrier_cache.get(id(barriers))
+        if hit is not None and hit[0] is barriers:
+            return hit[1]
+        seg_of_edge, _, _, _, _, tree = self._segment_index()
+        geoms = barriers.geometry.to_crs(self.crs).to_numpy()
+        _, segs = tree.query(geoms, predicate="dwithin", distance=max(barriers.tolerance_m, 0.0))
+        mask = np.isin(seg_of_edge, np.unique(segs))
+        self._barrier_cache[id(barriers)] = (barriers, mask)
+        return mask
+
+    def touched_edges(self, barriers: Barriers) -> np.ndarray:
+        """Indices of the edges ``barriers`` touches."""
+        return np.flatnonzero(self._touched(barriers))
+
+    # ---------------------------------------------------------------- augmentation
+    def _check(self, *sets: Snapped) -> None:
+        for s in sets:
+            if not isinstance(s, Snapped):
+                msg = f"expected points from engine.snap(), got {type(s).__name__}"
+                raise NetworkError(msg)
+            if s.engine_id != id(self):
+                msg = "points were snapped on another engine; snap them with this one"
+                raise NetworkError(msg)
+
+    def _augment(
+        self, sets: Sequence[Snapped], cost: np.ndarray
+    ) -> tuple[sparse.csr_matrix, list[np.ndarray], list[np.ndarray], pd.DataFrame]:
+        """Graph with one virtual node per snapped point and one access node per point.
+
+        Returns the CSR, each set's point-node indices, each set's access-node indices (an access
+        node has one edge, to its point node, costing the access leg), and the virtual edges.
+        """
+        seg_of_edge, flip, seg_geom, order, ptr, _ = self._segment_index()
+        sizes = [len(s) for s in sets]
+        k = int(sum(sizes))
+        n = self.n_nodes
+        point_nodes, access_nodes = [], []
+        start = n
+        for size in sizes:
+            point_nodes.append(np.arange(start, start + size))
+            start += size
+        for size in sizes:
+            access_nodes.append(np.arange(start, start + size))
+            start += size
+        m = start
+        seg = np.concatenate([s.segment for s in sets]) if k else np.empty(0, dtype=np.int64)
+        off = np.concatenate([s.offset_m for s in sets]) if k else np.empty(0)
+        acc = np.concatenate([s.access_cost for s in sets]) if k else np.empty(0)
+        pnode = np.arange(n, n + k)
+        # every (point, directed edge on its segment) pair
+        per = ptr[seg + 1] - ptr[seg]
+        p_rep = np.repeat(np.arange(k), per)
+        e = order[
+            np.repeat(ptr[seg], per) + (np.arange(per.sum()) - np.repeat(np.cumsum(per) - per, per))
+        ]
+        seg_len = shapely.length(seg_geom[seg[p_rep]])
+        frac = np.clip(off[p_rep] / np.maximum(seg_len, 1e-12), 0.0, 1.0)
+        frac = np.where(flip[e], 1.0 - frac, frac)
+        srt = np.lexsort((frac, e))
+        p_rep, e, frac = p_rep[srt], e[srt], frac[srt]
+        head = np.ones(len(e), dtype=bool)
+        head[1:] = e[1:] != e[:-1]
+        tail = np.ones(len(e), dtype=bool)
+        tail[:-1] = e[1:] != e[:-1]
+        c = cost[e]
+        # u -> first point, point -> next point on the same edge, last point -> v
+        f_from = np.concatenate([np.zeros(head.sum()), frac[~tail], frac[tail]])
+        f_to = np.concatenate([frac[head], frac[1:][~tail[:-1]], np.ones(tail.sum())])
+        parent = np.concatenate([e[head], e[~tail], e[tail]])
+        a = np.concatenate([self.u[e[head]], pnode[p_rep[~tail]], pnode[p_rep[tail]]])
+        b = np.concatenate([pnode[p_rep[head]], pnode[p_rep[1:][~tail[:-1]]], self.v[e[tail]]])
+        w = np.concatenate([c[head], c[~tail], c[tail]]) * (f_to - f_from)
+        anode = np.arange(n + k, n + 2 * k)
+        virt = pd.DataFrame(
+            {
+                "from": np.concatenate([a, anode]),
+                "to": np.concatenate([b, pnode]),
+                "cost": np.maximum(np.concatenate([w, acc]), _EPS_COST),
+                "parent": np.concatenate([parent, np.full(k, -1)]),
+                "f0": np.concatenate([f_from, np.zeros(k)]),
+                "f1": np.concatenate([f_to, np.zeros(k)]),
+            }
+        )
+        virt = virt[np.isfinite(virt["cost"].to_numpy())]
+        base = self._base if cost is self.cost else self._csr(cost)
+        padded = sparse.csr_matrix(
+            (base.data, base.indices, np.concatenate([base.indptr, np.full(m - n, base.nnz)])),
+            shape=(m, m),
+        )
+        extra = sparse.csr_matrix(
+            (virt["cost"].to_numpy(), (virt["from"].to_numpy(), virt["to"].to_numpy())),
+            shape=(m, m),
+        )
+        # extra never repeats a base pair (each of its edges touches a virtual node), but two
+        # virtual edges may: csr construction sums those, so keep the cheapest beforehand
+        if extra.nnz != len(virt):
+            best = virt.sort_values("cost").drop_duplicates(["from", "to"])
+            extra = sparse.csr_matrix(
+                (best["cost"].to_numpy(), (best["from"].to_numpy(), best["to"].to_numpy())),
+                shape=(m, m),
+            )
+        graph = (padded + extra).tocsr()
+        return graph, point_nodes, access_nodes, virt
+
+    # ---------------------------------------------------------------- queries
+    def nearest(
+        self,
+        sources: Snapped,
+        targets: Snapped,
+        *,
+        cutoff: float | None = None,
+        barriers: BarrierArg = None,
+    ) -> pd.DataFrame:
+        """The nearest source of every target, in one multi-source pass.
+
+        Returns a DataFrame indexed by target ID with ``source_id`` (None if no source is within
+        ``cutoff``) and ``cost`` (inf then); costs include both access legs.
+        """
+        self._check(sources, targets)
+        graph, pnodes, anodes, _ = self._augment([sources, targets], self.edge_costs(barriers))
+        tgt = pnodes[1]
+        cost = np.full(len(targets), np.inf)
+        src = np.full(len(targets), None, dtype=object)
+        if len(sources):
+            dist, _, which = csgraph.dijkstra(
+                graph,
+                indices=anodes[0],
+                min_only=True,
+                limit=np.inf if cutoff is None else float(cutoff),
+                return_predecessors=True,
+            )
+            cost = dist[tgt] + targets.access_cost
+            ok = np.isfinite(cost) & (cost <= (np.inf if cutoff is None else cutoff))
+            cost = np.where(ok, cost, np.inf)
+            src[ok] = sources.ids[which[tgt[ok]] - anodes[0][0]]
+        out = pd.DataFrame({"source_id": src, "cost": cost}, index=pd.Index(targets.ids, name="id"))
+        return out
+
+    def nearest_nodes(
+        self, sources: Snapped, *, cutoff: float | None = None, barriers: BarrierArg = None
+    ) -> pd.DataFrame:
+        """Nearest source and its cost for every network node (index = node ID), one pass."""
+        self._check(sources)
+        graph, _, anodes, _ = self._augment([sources], self.edge_costs(barriers))
+        dist, _, which = csgraph.dijkstra(
+            graph,
+            indices=anodes[0],
+            min_only=True,
+            limit=np.inf if cutoff is None else float(cutoff),
+            return_predecessors=True,
+        )
+        dist = dist[: self.n_nodes]
+        which = which[: self.n_nodes]
+        ok = np.isfinite(dist)
+        src = np.full(self.n_nodes, None, dtype=object)
+        src[ok] = sources.ids[which[ok] - anodes[0][0]]
+        return pd.DataFrame(
+            {"source_id": src, "cost": dist}, index=pd.Index(self.node_ids, name="node")
+        )
+
+    def _trees(
+        self, graph: sparse.csr_matrix, starts: np.ndarray, cutoff: float | None
+    ) -> sparse.csr_matrix:
+        """Sparse bounded shortest-path trees from ``starts`` (chunked to bound memory)."""
+        limit = np.inf if cutoff is None else float(cutoff)
+        blocks = []
+        chunk = _chunk(graph.shape[0])
+        for lo in range(0, len(starts), chunk):
+            d = csgraph.dijkstra(graph, indices=starts[lo : lo + chunk], limit=limit)
+            d[~np.isfinite(d)] = 0.0  # sparse drops them; reached nodes have cost >= _EPS_COST
+            blocks.append(sparse.csr_matrix(d))
+        if not blocks:
+            return sparse.csr_matrix((0, graph.shape[0]))
+        return sparse.vstack(blocks, format="csr")
+
+    def reach(self, sources: Snapped, *, cutoff: float, barriers: BarrierArg = None) -> Reach:
+        """Bounded shortest-path trees of every source, kept sparse (for isochrones)."""
+        self._check(sources)
+        cost = self.edge_costs(barriers)
+        graph, pnodes, anodes, virt = self._augment([sources], cost)
+        trees = self._trees(graph, anodes[0], cutoff)
+        ok = np.isfinite(cost)
+        base = pd.DataFrame(
+            {
+                "from": self.u[ok],
+                "to": self.v[ok],
+                "cost": cost[ok],
+                "parent": np.flatnonzero(ok),
+                "f0": 0.0,
+                "f1": 1.0,
+            }
+        )
+        edges = pd.concat([base, virt], ignore_index=True)
+        return Reach(sources.ids, trees, edges, self.n_nodes)
+
+    def od_matrix(
+        self,
+        origins: Snapped,
+        destinations: Snapped,
+        *,
+        cutoff: float | None = None,
+        barriers: BarrierArg = None,
+    ) -> ODMatrix:
+        """Costs between every origin and destination (sparse: only pairs within ``cutoff``)."""
+        self._check(origins, destinations)
+        graph, pnodes, anodes, _ = self._augment([origins, destinations], self.edge_costs(barriers))
+        limit = np.inf if cutoff is None else float(cutoff)
+        oi, di, cs = [], [], []
+        chunk = _chunk(graph.shape[0])
+        for lo in range(0, len(origins), chunk):
+            d = csgraph.dijkstra(graph, indices=anodes[0][lo : lo + chunk], limit=limit)
+            d = d[:, pnodes[1]] + destinations.access_cost[None, :]
+            r, c = np.nonzero(np.isfinite(d) & (d <= limit))
+            oi.append(r + lo)
+            di.append(c)
+            cs.append(d[r, c])
+        cat = lambda parts: np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        return ODMatrix(origins.ids, destinations.ids, cat(oi), cat(di), cat(cs).astype(float))
+
+    def route(
+        self,
+        origin_xy: tuple[float, float],
+        destination_xy: tuple[float, float],
+        *,
+        barriers: BarrierArg = None,
+        crs: object = None,
+        max_snap_m: float = 300.0,
+    ) -> Route:
+        """Shortest path between two coordinates (in ``crs``, default the engine's CRS).
+
+        Raises UnreachableError when either point is too far from a road or no path exists.
+        """
+        pts = self.snap_xy(
+            [origin_xy[0], destination_xy[0]],
+            [origin_xy[1], destination_xy[1]],
+            crs=crs,
+            max_snap_m=max_snap_m,
+        )
+        if len(pts.too_far):
+            which = ["origin", "destination"][int(pts.too_far["id"].iloc[0])]
+            msg = (
+                f"route: {which} is {pts.too_far['distance_m'].iloc[0]:.0f} m from the nearest "
+                f"road, more than max_snap_m={max_snap_m}"
+            )
+            raise UnreachableError(msg)
+        o = Snapped(*(getattr(pts, f)[:1] for f in _SNAP_ARRAYS), pts.too_far, id(self))
+        d = Snapped(*(getattr(pts, f)[1:] for f in _SNAP_ARRAYS), pts.too_far, id(self))
+        cost = self.edge_costs(barriers)
+        graph, pnodes, anodes, virt = self._augment([o, d], cost)
+        dist, pred = csgraph.dijkstra(graph, indices=int(anodes[0][0]), return_predecessors=True)
+        end = int(pnodes[1][0])
+        if not np.isfinite(dist[end]):
+            msg = "route: no path between origin and destination on this network"
+            raise UnreachableError(msg)
+        path = [end]
+        while pred[path[-1]] >= 0:
+            path.append(int(pred[path[-1]]))
+        path = path[::-1][1:]  # drop the access node
+        pieces = self._path_pieces(np.array(path), cost, virt)
+        coords = [o.xy[0], o.snapped_xy[0]]
+        for piece in pieces:
+            coords.extend(shapely.get_coordinates(piece)[1:])
+        coords.extend([d.xy[0]])
+        line = shapely.LineString(_dedupe(np.array(coords)))
+        total_cost = float(dist[end] + d.access_cost[0])
+        length = float(sum(shapely.length(pieces)) + o.access_m[0] + d.access_m[0])
+        return Route(line, total_cost, length)
+
+    def _path_pieces(self, path: np.ndarray, cost: np.ndarray, virt: pd.DataFrame) -> np.ndarray:
+        """Geometry of each hop of a node path (cheapest edge per hop)."""
+        ok = np.isfinite(cost)
+        base = pd.DataFrame(
+            {
+                "from": self.u[ok],
+                "to": self.v[ok],
+                "cost": cost[ok],
+                "parent": np.flatnonzero(ok),
+                "f0": 0.0,
+                "f1": 1.0,
+            }
+        )
+        hops = pd.DataFrame({"from": path[:-1], "to": path[1:], "hop": np.arange(len(path) - 1)})
+        cand = pd.concat([base, virt[virt["parent"] >= 0]], ignore_index=True)
+        best = (
+            hops.merge(cand, on=["from", "to"]).sort_values(["hop", "cost"]).drop_duplicates("hop")
+        )
+        parent = best["parent"].to_numpy()
+        length = shapely.length(self.geometry[parent])
+        return line_pieces(
+            self.geometry[parent],
+            best["f0"].to_numpy() * length,
+            best["f1"].to_numpy() * length,
+        )
+
+
+_SNAP_ARRAYS = ("ids", "xy", "snapped_xy", "segment", "offset_m", "access_m", "access_cost")
+
+
+def _dedupe(coords: np.ndarray) -> np.ndarray:
+    keep = np.ones(len(coords), dtype=bool)
+    keep[1:] = np.any(coords[1:] != coords[:-1], axis=1)
+    return coords[keep]

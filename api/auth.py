@@ -78,7 +78,9 @@ def _settings(request: Request) -> Settings:
 
 
 def _unauthorized(detail: str) -> ApiProblem:
-    return ApiProblem(401, detail, headers={"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'})
+    return ApiProblem(
+        401, detail, headers={"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'}
+    )
 
 
 def require(role: str, *, anonymous_ok: bool = True):  # noqa: ANN201 - a FastAPI dependency

@@ -114,10 +114,11 @@ def status_for(exc: BaseException) -> int:
 def domain_problem(exc: GeoMinzhengError) -> tuple[int, dict[str, Any]]:
     """Status and body for a domain error (also used for failed jobs)."""
     status = status_for(exc)
-    if isinstance(exc, _HIDE_DETAIL) or status == 500:
+    hidden = isinstance(exc, _HIDE_DETAIL) and not isinstance(exc, ConflictError)
+    if hidden or status == 500:
         log.error("domain error %s: %s", type(exc).__name__, exc)
         detail = "the server could not complete the request; see the server log"
-        if isinstance(exc, StoreError) and not isinstance(exc, ConflictError):
+        if isinstance(exc, StoreError):
             detail = "the data store is unavailable or refused the write; see the server log"
         return status, problem(status, detail)
     extra: dict[str, Any] = {}

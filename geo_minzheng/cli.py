@@ -180,6 +180,7 @@ def cmd_serve(args: argparse.Namespace, lang: str) -> int:
     """Start the API (api.app.create_app) under uvicorn; the web stack is imported only here."""
     try:
         import uvicorn
+
         from api.app import create_app
     except ImportError as exc:
         _err(_msg("no_api", lang, error=exc))
@@ -191,7 +192,10 @@ def cmd_serve(args: argparse.Namespace, lang: str) -> int:
     catalog = args.catalog or settings.catalog or demo.default_catalog()
     if Path(catalog).resolve() == demo.DEFAULT_CATALOG and not scenario.DEMO_GPKG.exists():
         scenario.write_demo_gpkg()
-    settings = settings.model_copy(update={"catalog": Path(catalog)})
+    update: dict[str, object] = {"catalog": Path(catalog)}
+    if args.lang:
+        update["lang"] = args.lang
+    settings = settings.model_copy(update=update)
     _out(_msg("serve_start", lang, host=args.host, port=args.port))
     uvicorn.run(create_app(settings), host=args.host, port=args.port)
     return EXIT_OK

@@ -511,6 +511,7 @@ def analyze(
     gdf_units: gpd.GeoDataFrame | None = None,
     gap_break_min: float | None = None,
     gap_buffer_m: float = DEFAULT_GAP_BUFFER_M,
+    gaps: bool = True,
     max_snap_m: float = 300.0,
 ) -> CoverageResult:
     """Coverage of demand by each facility kind at each time break, per admin unit and in total.
@@ -532,6 +533,8 @@ def analyze(
         Break whose uncovered demand forms the gap areas; default the largest break.
     gap_buffer_m
         Radius around each uncovered demand point in a gap polygon.
+    gaps
+        Whether to build gap areas (False skips the polygon work, e.g. for batch tables).
     max_snap_m
         Points farther from a road than this are reported in ``not_snapped``, never dropped.
     """
@@ -550,11 +553,14 @@ def analyze(
     rows, units, info = unit_membership(demand, gdf_units)
     unit_ids = info["adcode"].astype(str).tolist()
 
-    dem_snapped = engine.snap(_points(demand), id_field="id", max_snap_m=max_snap_m)
+    # snap the input frame itself: the engine projects it once (no WGS84 round trip)
+    dem_snapped = engine.snap(
+        _points(gdf_demand).assign(id=demand["id"].to_numpy()), id_field="id", max_snap_m=max_snap_m
+    )
     far = [dem_snapped.too_far.assign(layer="demand")] if len(dem_snapped.too_far) else []
     tables = []
     gap_frames = []
-    xy = _projected_xy(demand)
+    xy = _projected_xy(demand) if gaps else np.zeros((0, 2))
     for kind, gdf_fac in facilities.items():
         near, far_fac = nearest_times(
             engine,
@@ -571,11 +577,12 @@ def analyze(
         t = summarize(time_s, pop, aged, breaks_s, membership=(rows, units), unit_ids=unit_ids)
         t.insert(0, "kind", kind)
         tables.append(t)
-        un = ~(time_s <= gap_break * 60.0)
-        _, gaps = gap_polygons(xy[un], pop[un], aged[un], buffer_m=gap_buffer_m)
-        gaps.insert(0, "break_min", gap_break)
-        gaps.insert(0, "kind", kind)
-        gap_frames.append(gaps)
+        if gaps:
+            un = ~(time_s <= gap_break * 60.0)
+            _, kind_gaps = gap_polygons(xy[un], pop[un], aged[un], buffer_m=gap_buffer_m)
+            kind_gaps.insert(0, "break_min", gap_break)
+            kind_gaps.insert(0, "kind", kind)
+            gap_frames.append(kind_gaps)
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if len(table):
         names = dict(zip(unit_ids, info["name"], strict=True)) | {TOTAL: "合计"}
@@ -583,7 +590,12 @@ def analyze(
         table.insert(2, "unit_name", table["unit"].map(names))
         table.insert(3, "level", table["unit"].map(levels))
     work = _working_crs(demand)
-    gaps_df = pd.concat(gap_frames, ignore_index=True) if gap_frames else pd.DataFrame()
+    gap_cols = ["kind", "break_min", "rank", "n_points", "population", "aged_60_plus", "area_m2"]
+    gaps_df = (
+        pd.concat(gap_frames, ignore_index=True)
+        if gap_frames
+        else pd.DataFrame({c: [] for c in gap_cols}).assign(geometry=None)
+    )
     gaps_gdf = gpd.GeoDataFrame(gaps_df, geometry="geometry", crs=work).to_crs(4326)
     speed, profile, weight = _engine_speed(engine)
     provenance = {

@@ -194,7 +194,8 @@ def working_crs(lon: float, lat: float) -> CRS:
     whose central meridian is nearest the city centre is picked, e.g. CM 126E for Changchun.
     """
     if not (CHINA_BOUNDS[0] <= lon <= CHINA_BOUNDS[2] and -90 <= lat <= 90):
-        msg = f"working_crs: lon must be within China ({CHINA_BOUNDS[0]}..{CHINA_BOUNDS[2]}), got {lon}"
+        west, east = CHINA_BOUNDS[0], CHINA_BOUNDS[2]
+        msg = f"working_crs: lon must be within China ({west}..{east}), got {lon}"
         raise CRSError(msg)
     central_meridian = int(round(lon / 3.0) * 3)
     # EPSG:4534 is CGCS2000 / 3-degree Gauss-Kruger CM 75E; codes step by one per 3 degrees.
@@ -214,6 +215,7 @@ def ensure_same_crs(**layers: gpd.GeoDataFrame) -> None:
             b = gdf.crs.to_string() if gdf.crs is not None else "none"
             msg = (
                 f"CRS mismatch: layer '{first_name}' is in {a} but layer '{name}' is in {b}; "
-                f"reproject one with gdf.to_crs(...) (or geo_minzheng.crs.to_wgs84 for GCJ-02/BD-09)"
+                "reproject one with gdf.to_crs(...) "
+                "(or geo_minzheng.crs.to_wgs84 for GCJ-02/BD-09)"
             )
             raise CRSMismatchError(msg)

@@ -152,6 +152,10 @@ def _step_network(state: DemoState) -> None:
 # layers to state.layers (so the map shows them) and its numbers to state.summary["coverage"].
 
 
+#: Layers the demo map opens on: the streets and what stands along them.
+_FOCUS_KINDS = ("road", "demand", "eldercare_center", "community_service_room", "shelter")
+
+
 def _step_map(state: DemoState) -> None:
     """Draw every layer on one offline HTML map (zh-CN labels by default)."""
     from maps import render
@@ -161,6 +165,13 @@ def _step_map(state: DemoState) -> None:
         styles = {lid: e.style for lid, e in state.catalog.entries.items() if lid in state.layers}
     title = state.t("长春市民政服务设施（演示）", "Changchun civil-affairs facilities (demo)")
     m = render.layers_map(state.layers, styles=styles, lang=state.lang, title=title)
+    # open on the streets, not on the whole districts (which reach far into the countryside)
+    focus = [g for g in state.layers.values() if g.attrs.get("kind") in _FOCUS_KINDS and len(g)]
+    if focus:
+        bounds = np.array([g.to_crs("EPSG:4326").total_bounds for g in focus])
+        minx, miny = bounds[:, 0].min(), bounds[:, 1].min()
+        maxx, maxy = bounds[:, 2].max(), bounds[:, 3].max()
+        m.fit_bounds([[float(miny), float(minx)], [float(maxy), float(maxx)]])
     state.outputs["map"] = render.save_html(m, state.out_dir / "map.html", offline=True)
 
 
@@ -423,8 +434,9 @@ def summary_markdown(summary: dict[str, Any], *, lang: str = "zh") -> str:
             )
         )
     lines += ["", f"## {t('耗时', 'Timing')}", ""]
+    step_labels = summary.get("step_labels", {})
     for name, seconds in summary["timing_s"].items():
-        lines.append(f"- {name}: {seconds:.2f} s")
+        lines.append(f"- {step_labels.get(name, name)}: {seconds:.2f} s")
     lines += ["", f"## {t('数据来源', 'Data provenance')}", ""]
     lines += [f"- {line}" for line in summary["provenance"]]
     lines += ["", f"## {t('输出文件', 'Outputs')}", ""]
@@ -485,7 +497,9 @@ def run_demo(
         }
     )
     start = time.perf_counter()
+    labels = {"total": state.t("合计", "Total")}
     for step in steps if steps is not None else DEMO_STEPS:
+        labels[step.name] = step.label(lang)
         t0 = time.perf_counter()
         step.run(state)
         state.timings_s[step.name] = round(time.perf_counter() - t0, 3)
@@ -493,6 +507,7 @@ def run_demo(
             progress(f"[{state.timings_s[step.name]:6.2f} s] {step.label(lang)}")
     state.timings_s["total"] = round(time.perf_counter() - start, 3)
     state.summary["timing_s"] = dict(state.timings_s)
+    state.summary["step_labels"] = labels
     _write_summary(state)
     return state
 

@@ -288,6 +288,8 @@ class Engine:
             raise NetworkError("; ".join(problems))
         self._base = self._csr(self.cost)
         self._segments: tuple[np.ndarray, ...] | None = None
+        self._vertices: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._rasters: dict[float, tuple[float, float, np.ndarray]] = {}
         self._barrier_cache: dict[int, tuple[object, np.ndarray]] = {}
 
     # ---------------------------------------------------------------- construction
@@ -381,6 +383,54 @@ class Engine:
             tree = shapely.STRtree(seg_geom)
             self._segments = (seg_of_edge, flip, seg_geom, order, ptr, tree)
         return self._segments
+
+    def _edge_vertices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """All edge vertices, a key increasing along each edge and across edges, edge bases."""
+        if self._vertices is None:
+            coords, idx = shapely.get_coordinates(self.geometry, return_index=True)
+            step = np.zeros(len(coords))
+            same = idx[1:] == idx[:-1]
+            step[1:] = np.where(same, np.hypot(*(coords[1:] - coords[:-1]).T), 1.0)
+            key = np.cumsum(step)  # +1 between edges keeps keys strictly ordered across edges
+            first = np.concatenate([[0], np.flatnonzero(~same) + 1])
+            self._vertices = (coords, idx, key, key[first])
+        return self._vertices
+
+    def interpolate(self, edge: np.ndarray, along_m: np.ndarray) -> np.ndarray:
+        """Coordinates ``along_m`` metres along each ``edge`` geometry (vectorised, clamped).
+
+        GEOS ``line_interpolate_point`` walks the line from its start for every point; this
+        looks every point up at once with one binary search over all edges' vertices.
+        """
+        coords, idx, key, base = self._edge_vertices()
+        edge = np.asarray(edge, dtype=np.int64)
+        glen = shapely.length(self.geometry[edge]) if len(edge) else np.empty(0)
+        t = base[edge] + np.clip(np.asarray(along_m, dtype=float), 0.0, glen)
+        j = np.clip(np.searchsorted(key, t, side="right") - 1, 0, len(key) - 2)
+        last = idx[np.minimum(j + 1, len(idx) - 1)] != idx[j]
+        j = np.where(last, j - 1, j)  # at an edge's very end use its last segment
+        seg_len = np.maximum(key[j + 1] - key[j], 1e-12)
+        w = np.clip((t - key[j]) / seg_len, 0.0, 1.0)[:, None]
+        return coords[j] * (1 - w) + coords[j + 1] * w
+
+    def road_raster(self, cell_m: float) -> tuple[float, float, np.ndarray]:
+        """Cells (``cell_m`` square, origin x0, y0) that any road passes through (cached)."""
+        hit = self._rasters.get(cell_m)
+        if hit is None:
+            step = cell_m / 2
+            glen = shapely.length(self.geometry)
+            n_s = np.ceil(glen / step).astype(np.int64) + 1
+            e = np.repeat(np.arange(len(glen)), n_s)
+            k = np.arange(n_s.sum()) - np.repeat(np.cumsum(n_s) - n_s, n_s)
+            xy = self.interpolate(e, np.minimum(k * step, glen[e]))
+            x0, y0 = xy.min(axis=0) - cell_m
+            ix = ((xy[:, 0] - x0) / cell_m).round().astype(np.int64)
+            iy = ((xy[:, 1] - y0) / cell_m).round().astype(np.int64)
+            grid = np.zeros((iy.max() + 2, ix.max() + 2), dtype=bool)
+            grid[iy, ix] = True
+            hit = (float(x0), float(y0), grid)
+            self._rasters[cell_m] = hit
+        return hit
 
     def snap(
         self,

@@ -20,7 +20,7 @@ import pyogrio
 
 from geo_minzheng import crs as gm_crs
 from geo_minzheng import validation as _validation
-from geo_minzheng._errors import CRSError, LayerValidationError, Problem
+from geo_minzheng._errors import CRSError, LayerValidationError, Problem, UnknownIdError
 from geo_minzheng.kinds import LayerKind, get_kind
 from geo_minzheng.validation import coerce_column, is_missing, list_items
 
@@ -127,9 +127,29 @@ def _dbf_encoding(path: Path) -> str | None:
         return None
 
 
+def _pick_layer(path: Path, layer_name: str | None, layer_id: str | None) -> str | None:
+    """The layer to read from a multi-layer file; the error lists the layers it has."""
+    names = [str(row[0]) for row in pyogrio.list_layers(path)]
+    if layer_name is None:
+        if len(names) <= 1:
+            return None
+        if layer_id in names:
+            return layer_id
+        msg = (
+            f"'{path.name}' holds several layers ({', '.join(names)}): pass layer_name= "
+            "(in the catalog: layer:)"
+        )
+        raise UnknownIdError(msg)
+    if layer_name not in names:
+        msg = f"'{path.name}' has no layer '{layer_name}'; it has: {', '.join(names) or 'none'}"
+        raise UnknownIdError(msg)
+    return layer_name
+
+
 def _read_vector(
-    path: Path, layer_name: str | None, encoding: str | None
-) -> tuple[gpd.GeoDataFrame, str | None]:
+    path: Path, layer_name: str | None, encoding: str | None, layer_id: str | None = None
+) -> tuple[gpd.GeoDataFrame, str]:
+    layer_name = _pick_layer(path, layer_name, layer_id)
     encoding = encoding or _dbf_encoding(path)
     kwargs = {"encoding": encoding} if encoding else {}
     gdf = gpd.read_file(path, layer=layer_name, engine="pyogrio", **kwargs)
@@ -165,9 +185,9 @@ def _column_map(
             field.name[:10],  # shapefiles cut names to 10 characters: effective_area_m2
         )
         for candidate in candidates:
-            col = by_norm.get(_norm(candidate))
-            if col is not None and col not in mapping:
-                mapping[col] = field.name
+            found = by_norm.get(_norm(candidate))
+            if found is not None and found not in mapping:
+                mapping[found] = field.name
                 taken.add(field.name)
                 break
     return mapping
@@ -308,6 +328,7 @@ def read_layer(
         msg = f"layer file not found: {path}"
         raise FileNotFoundError(msg)
     suffix = path.suffix.lower()
+    layer_id = layer
     layer = layer or layer_name or path.stem
     read_problems: list[Problem] = []
     first_row = 1
@@ -322,7 +343,7 @@ def read_layer(
         )
         declared = source_crs if source_crs is not None else gm_crs.WGS84
     else:
-        gdf, used_encoding = _read_vector(path, layer_name, encoding)
+        gdf, used_encoding = _read_vector(path, layer_name, encoding, layer_id)
         if gdf.crs is None and source_crs is None:
             raise CRSError(_no_crs_message(path))
         declared = source_crs if source_crs is not None else gdf.crs

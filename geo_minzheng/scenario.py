@@ -144,32 +144,41 @@ class ScenarioParameters:
 
 DEFAULT_PARAMETERS = ScenarioParameters()
 
+
 #: Beds, floor area per bed or per facility, and services per eldercare category (assumptions).
-_ELDERCARE_PROFILES: dict[str, dict[str, object]] = {
-    "nursing_home": {
-        "beds": (60, 300),
-        "area_per_bed_m2": (30.0, 45.0),
-        "core": ("rehabilitation", "medical", "meals"),
-        "extra": ("respite", "recreation", "day_care"),
-    },
-    "home_care_center": {
-        "beds": (0, 20),
-        "area_m2": (300.0, 1_000.0),
-        "core": ("home_visits", "meals"),
-        "extra": ("day_care", "recreation", "respite", "rehabilitation"),
-    },
-    "day_care_center": {
-        "beds": (5, 20),
-        "area_m2": (150.0, 750.0),
-        "core": ("day_care",),
-        "extra": ("meals", "recreation", "rehabilitation"),
-    },
-    "meal_point": {
-        "beds": (0, 0),
-        "area_m2": (50.0, 200.0),
-        "core": ("meals",),
-        "extra": ("home_visits",),
-    },
+@dataclass(frozen=True)
+class _EldercareProfile:
+    """Ranges drawn for one eldercare category: beds, floor area (per bed or whole), services."""
+
+    beds: tuple[int, int]
+    core: tuple[str, ...]
+    extra: tuple[str, ...]
+    area_m2: tuple[float, float] | None = None
+    area_per_bed_m2: tuple[float, float] | None = None
+
+
+_ELDERCARE_PROFILES: dict[str, _EldercareProfile] = {
+    "nursing_home": _EldercareProfile(
+        beds=(60, 300),
+        area_per_bed_m2=(30.0, 45.0),
+        core=("rehabilitation", "medical", "meals"),
+        extra=("respite", "recreation", "day_care"),
+    ),
+    "home_care_center": _EldercareProfile(
+        beds=(0, 20),
+        area_m2=(300.0, 1_000.0),
+        core=("home_visits", "meals"),
+        extra=("day_care", "recreation", "respite", "rehabilitation"),
+    ),
+    "day_care_center": _EldercareProfile(
+        beds=(5, 20),
+        area_m2=(150.0, 750.0),
+        core=("day_care",),
+        extra=("meals", "recreation", "rehabilitation"),
+    ),
+    "meal_point": _EldercareProfile(
+        beds=(0, 0), area_m2=(50.0, 200.0), core=("meals",), extra=("home_visits",)
+    ),
 }
 #: Depot levels and their stock ranges per relief item (assumptions, see docs/scenario.md).
 _DEPOT_PROFILES: dict[str, dict[str, tuple[float, float]]] = {
@@ -487,9 +496,8 @@ def _demand(
 
 def _services(rng: np.random.Generator, category: str) -> str:
     profile = _ELDERCARE_PROFILES[category]
-    core = list(profile["core"])  # type: ignore[call-overload]
-    extra = [s for s in profile["extra"] if rng.random() < 0.5]  # type: ignore[attr-defined]
-    chosen = core + extra
+    extra = [s for s in profile.extra if rng.random() < 0.5]
+    chosen = [*profile.core, *extra]
     return ";".join(s for s in ELDERCARE_SERVICES if s in chosen)
 
 
@@ -504,14 +512,12 @@ def _eldercare(
     counter: dict[tuple[str, str], int] = {}
     for category, code in zip(categories, codes, strict=True):
         profile = _ELDERCARE_PROFILES[category]
-        lo, hi = profile["beds"]  # type: ignore[misc]
-        n_beds = int(rng.integers(lo, hi + 1))
-        if "area_per_bed_m2" in profile:
-            a_lo, a_hi = profile["area_per_bed_m2"]  # type: ignore[misc]
-            area = n_beds * rng.uniform(a_lo, a_hi)
+        n_beds = int(rng.integers(profile.beds[0], profile.beds[1] + 1))
+        if profile.area_per_bed_m2 is not None:
+            area = n_beds * rng.uniform(*profile.area_per_bed_m2)
         else:
-            a_lo, a_hi = profile["area_m2"]  # type: ignore[misc]
-            area = rng.uniform(a_lo, a_hi)
+            assert profile.area_m2 is not None  # every profile has one of the two
+            area = rng.uniform(*profile.area_m2)
         beds.append(n_beds)
         areas.append(round(float(area), 1))
         services.append(_services(rng, category))

@@ -373,6 +373,17 @@ class Store(ABC):
             layer_id, meta.kind, meta.title, count, bbox, meta.editable, meta.editable_fields
         )
 
+    def revision(self) -> int:
+        """A number that grows with every write (the last audit entry's sequence number).
+
+        Caches of derived results (rendered maps, analyses) key on it to notice edits.
+        """
+        rows = self._history_tail()
+        return int(rows or 0)
+
+    def _history_tail(self) -> int | None:
+        raise NotImplementedError
+
     def is_empty(self) -> bool:
         """True when the store holds no layer yet."""
         return not self._layer_rows()
@@ -989,6 +1000,10 @@ class GeoPackageStore(Store):
             ),
         )
 
+    def _history_tail(self) -> int | None:
+        with contextlib.closing(self._connect()) as conn:
+            return conn.execute("SELECT max(seq) FROM gm_audit").fetchone()[0]
+
     def _history_rows(self, layer_id: str | None, fid: str | None, limit: int | None) -> list:
         clauses, params = ["1 = 1"], []
         if layer_id is not None:
@@ -1287,6 +1302,10 @@ class PostGISStore(Store):
                 None if entry["after"] is None else Jsonb(entry["after"]),
             ),
         )
+
+    def _history_tail(self) -> int | None:
+        with self._pool.connection() as conn:
+            return conn.execute("SELECT max(seq) FROM gm_audit").fetchone()[0]
 
     def _history_rows(self, layer_id: str | None, fid: str | None, limit: int | None) -> list:
         clauses, params = ["true"], []

@@ -190,6 +190,13 @@ def coerce_column(values: pd.Series, spec: FieldSpec) -> tuple[pd.Series, pd.Ser
     otherwise it stays an object column holding the converted values and, for the bad cells,
     the original values untouched, so nothing is replaced by NaN silently.
     """
+    no_bad = pd.Series(np.zeros(len(values), dtype=bool), index=values.index)
+    # fast paths for columns a GeoPackage/GeoJSON already typed (most of a big layer)
+    numeric = pd.api.types.is_numeric_dtype(values.dtype)
+    if spec.type == "float" and numeric and not pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("float64"), no_bad
+    if spec.type == "int" and pd.api.types.is_integer_dtype(values.dtype):
+        return values.astype("Int64"), no_bad
     out: list[object] = []
     bad = np.zeros(len(values), dtype=bool)
     for i, value in enumerate(values.tolist()):
@@ -349,7 +356,7 @@ def _check_consistency(gdf: pd.DataFrame, spec: LayerKind, labels: Sequence[str]
         for i in np.flatnonzero(aged > population):
             problems.append(
                 Problem(
-                    labels[i],
+                    labels[int(i)],
                     "aged_60_plus",
                     f"<= population ({_fmt(population[i])})",
                     _fmt(aged[i]),
@@ -362,7 +369,7 @@ def _check_consistency(gdf: pd.DataFrame, spec: LayerKind, labels: Sequence[str]
         for i in np.flatnonzero(capacity > limit):
             problems.append(
                 Problem(
-                    labels[i],
+                    labels[int(i)],
                     "capacity_persons",
                     f"<= effective_area_m2 / {MIN_SHELTER_AREA_PER_PERSON_M2} m² per person "
                     f"({_fmt(limit[i])})",
@@ -643,7 +650,7 @@ _ZH_TEMPLATES = {
     "bad_type": "「{label}」({field})应为{type_zh}，实际为 {found}",
     "out_of_range": "「{label}」({field})应 {expected}，实际为 {found}",
     "unknown_value": "「{label}」({field})的取值 {found} 不在允许范围内，允许值：{allowed}",
-    "duplicate_id": "编号重复：{found}",
+    "duplicate_id": "编号重复：第 {rows} 行使用同一编号",
     "inconsistent": "「{label}」({field})应 {expected}，实际为 {found}",
     "swapped_lonlat": "经纬度疑似颠倒（{found}）：请交换经度、纬度两列",
     "outside_china": "位置不在中国境内（{found}）",
@@ -654,10 +661,12 @@ _ZH_TEMPLATES = {
     "missing_crs": "图层没有坐标系，应为 WGS84 (EPSG:4326)",
     "wrong_crs": "图层坐标系为 {found}，应为 WGS84 (EPSG:4326)",
     "gcj02_offset": (
-        "图层疑似为 GCJ-02（高德/腾讯）坐标却按 WGS84 读取：{found}；请用 source_crs='GCJ-02' 读取"
+        "图层疑似为 GCJ-02（高德/腾讯）坐标却按 WGS84 读取：到道路距离的下四分位数按原样为 "
+        "{m_given} 米，按 GCJ-02 转换后为 {m_shifted} 米；请用 source_crs='GCJ-02' 读取"
     ),
     "bd09_offset": (
-        "图层疑似为 BD-09（百度）坐标却按 WGS84 读取：{found}；请用 source_crs='BD-09' 读取"
+        "图层疑似为 BD-09（百度）坐标却按 WGS84 读取：到道路距离的下四分位数按原样为 "
+        "{m_given} 米，按 BD-09 转换后为 {m_shifted} 米；请用 source_crs='BD-09' 读取"
     ),
 }
 _TYPE_ZH = {
@@ -712,10 +721,12 @@ def format_report(
         spec = spec or default_kind
         label = problem.field
         field_type = ""
+        choices: dict[str, tuple[str, str]] = {}
         if spec is not None:
             try:
                 field_spec = spec.field(problem.field)
                 label, field_type = field_spec.label_zh, field_spec.type
+                choices = field_spec.choices or {}
             except KeyError:
                 pass
         template = _ZH_TEMPLATES.get(problem.code)
@@ -723,6 +734,10 @@ def format_report(
             lines.append(f"  - {record}：{problem}")
             continue
         allowed = problem.expected.removeprefix("one of: ")
+        if choices:
+            allowed = "、".join(f"{code}（{choices[code][0]}）" for code in choices)
+        rows = re.search(r"rows ([\d, ]+)", problem.found)
+        metres = re.findall(r"(\d+) m\b", problem.found) + ["?", "?"]
         text = template.replace(
             "「{label}」({field})",
             "「{label}」" if label == problem.field else "「{label}」({field})",
@@ -733,6 +748,9 @@ def format_report(
             found=problem.found,
             type_zh=_TYPE_ZH.get(field_type, problem.expected),
             allowed=allowed,
+            rows=rows.group(1).replace(", ", "、") if rows else problem.found,
+            m_given=metres[0],
+            m_shifted=metres[1],
         )
         lines.append(f"  - {record}：{text}")
     return "\n".join(lines)

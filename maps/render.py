@@ -57,8 +57,8 @@ KIND_STYLES: dict[str, dict[str, Any]] = {
     "road": {"color": "#7a7a7a", "weight": 1.5, "opacity": 0.9},
 }
 _GENERIC_STYLE: dict[str, Any] = {"color": "#3388ff", "fillColor": "#3388ff", "radius": 6}
-_POINT_DEFAULTS = {"weight": 1.5, "opacity": 1.0, "fillOpacity": 0.85}
-_AREA_DEFAULTS = {"weight": 1.5, "opacity": 1.0, "fillOpacity": 0.35}
+_POINT_DEFAULTS = {"weight": 1.5, "opacity": 1.0, "fillOpacity": 0.85, "fill": True}
+_AREA_DEFAULTS = {"weight": 1.5, "opacity": 1.0, "fillOpacity": 0.35, "fill": True}
 _LINE_DEFAULTS = {"weight": 2.0, "opacity": 0.9}
 #: Road classes drawn thicker (OSM highway values, Geofabrik ``fclass``).
 _MAJOR_ROADS = {"motorway", "trunk", "primary", "secondary"}
@@ -81,6 +81,9 @@ _STYLE_KEYS = {
     "dash_array": "dashArray",
     "dashArray": "dashArray",
 }
+#: Leaflet panes keeping points above lines above areas, whatever order layers are toggled in
+#: (Leaflet's overlayPane is 400, its markerPane 600).
+PANES = {"gmAreas": 410, "gmLines": 420, "gmPoints": 430}
 #: Drawing order of kinds in layers_map: areas below lines below points.
 _DRAW_ORDER = ("admin_unit", "demand", "road", "shelter")
 
@@ -178,6 +181,11 @@ class _Chrome(MacroElement):
             if (!map.attributionControl) { L.control.attribution().addTo(map); }
             map.attributionControl.addAttribution({{ this.attribution|tojson }});
             L.control.scale({metric: true, imperial: false, position: "bottomleft"}).addTo(map);
+            {%- for name, z in this.panes %}
+            if (!map.getPane({{ name|tojson }})) {
+                map.createPane({{ name|tojson }}).style.zIndex = {{ z }};
+            }
+            {%- endfor %}
             {%- if this.title_html %}
             var box = L.DomUtil.create("div", "gm-titlebox", map.getContainer());
             box.innerHTML = {{ this.title_html|tojson }};
@@ -205,6 +213,7 @@ class _Chrome(MacroElement):
         self._name = "GmChrome"
         self.state = state
         self.attribution = basemaps.OSM_ATTRIBUTION
+        self.panes = tuple(PANES.items())
 
     @property
     def title_html(self) -> str:
@@ -545,6 +554,7 @@ def _demand_styles(
     for value, point in zip(pop, is_point, strict=True):
         style = dict(base)
         if point:
+            style["pane"] = "gmPoints"
             share = value / pmax if pmax > 0 and np.isfinite(value) else 0.0
             style["radius"] = round(
                 max(_DEMAND_MIN_RADIUS_PX, _DEMAND_MAX_RADIUS_PX * math.sqrt(share)), 1
@@ -586,7 +596,9 @@ def _styles(
             style["weight"] = 2 * float(style.get("weight", 1.5))
             if "color" not in user:
                 style["color"] = _MAJOR_ROAD_COLOR
-        if geom_type not in ("Point", "MultiPoint"):
+        if geom_type in ("Point", "MultiPoint"):
+            style["pane"] = "gmPoints"
+        else:
             style.pop("radius", None)
         styles.append(style)
     colour = user.get("color", base_kind["color"])
@@ -685,8 +697,9 @@ def add_layer(
     user = _user_style(style, layer=layer)
     state = _state(m, lang=lang)
     fields = _popup_fields(data, spec, popup_fields, layer)
+    # folium puts aliases and layer names into innerHTML: escape them like the values
     labels = [
-        (_field_spec(spec, f).label(lang) if _field_spec(spec, f) else f)  # type: ignore[union-attr]
+        html.escape(_field_spec(spec, f).label(lang) if _field_spec(spec, f) else str(f))  # type: ignore[union-attr]
         for f in fields
     ]
     styles, legend_items = _styles(data, spec, user, lang, title)
@@ -713,10 +726,11 @@ def add_layer(
     has_points = bool(data.geom_type.isin(["Point", "MultiPoint"]).any())
     marker = None
     if has_points:
-        marker = folium.CircleMarker(radius=float(styles[0].get("radius", 6)) if styles else 6)
+        # fill=True: folium's CircleMarker defaults to hollow circles, clickable on the rim only
+        marker = folium.CircleMarker(radius=float(styles[0].get("radius", 6)), fill=True)
     layer_obj = folium.GeoJson(
         geojson,
-        name=title,
+        name=escaped_title,
         style_function=lambda feature: styles[int(feature["id"])],
         marker=marker,
         popup=folium.GeoJsonPopup(
@@ -729,6 +743,10 @@ def add_layer(
         else None,
         tooltip=folium.GeoJsonTooltip(fields=["__tip"], labels=False) if features else None,
         show=show,
+        # lines/areas go to their pane through the layer options, points through their style
+        pane="gmLines"
+        if data.geom_type.isin(["LineString", "MultiLineString"]).any()
+        else "gmAreas",
     )
     layer_obj.add_to(m)
     if legend:

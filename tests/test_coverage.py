@@ -95,9 +95,7 @@ def test_coverage_matches_networkx(G, engine, node_layers) -> None:
         near = res.demand[f"nearest_{kind}"].to_numpy()
         node_of = dict(zip(gdf["id"], gdf["node"], strict=True))
         k = int(np.flatnonzero(np.isfinite(ref))[0])
-        d = nx.shortest_path_length(
-            G, node_of[near[k]], demand["node"].iat[k], weight="time_s"
-        )
+        d = nx.shortest_path_length(G, node_of[near[k]], demand["node"].iat[k], weight="time_s")
         assert d == pytest.approx(ref[k], abs=1e-6)
 
 
@@ -247,7 +245,10 @@ def test_compliance_estimates_households_and_says_so(demo) -> None:
     layers, res = demo["layers"], demo["result"]
     units = layers["districts"].drop(columns=["households"])
     res2 = coverage.CoverageResult(
-        res.demand.drop(columns=["households"]), res.table, res.gaps, res.not_snapped,
+        res.demand.drop(columns=["households"]),
+        res.table,
+        res.gaps,
+        res.not_snapped,
         res.provenance,
     )
     table = coverage.compliance(res2, units, layers["eldercare"], coverage_kind=None)
@@ -364,11 +365,20 @@ def test_coverage_map_in_browser(chromium, engine, demo, tmp_path) -> None:
     layers, res = demo["layers"], demo["result"]
     kind = "home_care_center"
     sites = siting.maximal_covering(
-        layers["demand"], layers["service_rooms"], engine, k=3,
+        layers["demand"],
+        layers["service_rooms"],
+        engine,
+        k=3,
         gdf_existing=demo["facilities"][kind],
     ).sites
     m = coverage_map.coverage_map(
-        res, engine, demo["facilities"], kind=kind, gdf_units=layers["districts"], sites=sites
+        res,
+        engine,
+        demo["facilities"],
+        kind=kind,
+        gdf_units=layers["districts"],
+        sites=sites,
+        basemap="none",  # no tile requests: the test machine is offline
     )
     path = render.save_html(m, tmp_path / "coverage.html")
     chromium.get(path.as_uri())
@@ -376,8 +386,14 @@ def test_coverage_map_in_browser(chromium, engine, demo, tmp_path) -> None:
         "return Array.from(document.querySelectorAll("
         "'.leaflet-control-layers-overlays label')).map(e => e.textContent.trim());"
     )
-    for expected in ("5分钟步行服务圈", "10分钟步行服务圈", "15分钟步行服务圈",
-                     "服务空白区（15分钟外）", "建议新增选址", "现有设施：居家养老服务中心"):
+    for expected in (
+        "5分钟步行服务圈",
+        "10分钟步行服务圈",
+        "15分钟步行服务圈",
+        "服务空白区（15分钟外）",
+        "建议新增选址",
+        "现有设施：居家养老服务中心",
+    ):
         assert expected in names, names
     assert any(n.startswith("人口点：") for n in names)
     body = chromium.find_element("tag name", "body").text

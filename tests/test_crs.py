@@ -33,8 +33,9 @@ def china_points() -> tuple[np.ndarray, np.ndarray]:
 #   bd09togcj02 (one-step) -> 116.39762729119315, 39.90865673957631
 #   gcj02towgs84 (one-step) -> 116.39775550083061, 39.91359571849836
 # googollee/eviltransform test (wgsLat, wgsLng, gcjLat, gcjLng), shanghai/shenzhen/beijing.
-# hujiulong/gcoord test/unit/crs/GCJ02.spec.js: GCJ02->WGS84 (123, 45) -> (122.99395597, 44.99804071)
-# and GCJ02->BD09 (123, 45) -> (123.00636499, 45.00636899), both to 5 decimals.
+# hujiulong/gcoord test/unit/crs/GCJ02.spec.js: GCJ02->WGS84 (123, 45) ->
+# (122.99395597, 44.99804071) and GCJ02->BD09 (123, 45) -> (123.00636499, 45.00636899),
+# both to 5 decimals.
 EVILTRANSFORM_PAIRS = [
     (31.1774276, 121.5272106, 31.17530398364597, 121.531541859215),
     (22.543847, 113.912316, 22.540796131694766, 113.9171764808363),
@@ -96,7 +97,9 @@ def test_bd09_matches_published_pairs() -> None:
 def test_forward_equals_eviltransform_across_china(china_points) -> None:
     lon, lat = china_points
     ours_lon, ours_lat = crs.wgs84_to_gcj02(lon, lat)
-    theirs = np.array([eviltransform.wgs2gcj(float(a), float(o)) for a, o in zip(lat, lon)])
+    theirs = np.array(
+        [eviltransform.wgs2gcj(float(a), float(o)) for a, o in zip(lat, lon, strict=True)]
+    )
     gap = _dist_m(ours_lon, ours_lat, theirs[:, 1], theirs[:, 0])
     assert gap.max() < 0.05
     shift = _dist_m(lon, lat, ours_lon, ours_lat)
@@ -109,13 +112,18 @@ def test_iterative_inverse_round_trips_and_beats_one_step(china_points) -> None:
     back_lon, back_lat = crs.gcj02_to_wgs84(gcj_lon, gcj_lat)
     ours = _dist_m(lon, lat, back_lon, back_lat)
     assert ours.max() < 0.01
-    one = np.array([eviltransform.gcj2wgs(float(a), float(o)) for a, o in zip(gcj_lat, gcj_lon)])
+    one = np.array(
+        [eviltransform.gcj2wgs(float(a), float(o)) for a, o in zip(gcj_lat, gcj_lon, strict=True)]
+    )
     one_step = _dist_m(lon, lat, one[:, 1], one[:, 0])
     assert np.median(one_step) > 0.1  # the one-step inverse is off by decimetres to metres
     assert one_step.max() > 1.0
     assert (ours < one_step).mean() > 0.99
     exact = np.array(
-        [eviltransform.gcj2wgs_exact(float(a), float(o)) for a, o in zip(gcj_lat, gcj_lon)]
+        [
+            eviltransform.gcj2wgs_exact(float(a), float(o))
+            for a, o in zip(gcj_lat, gcj_lon, strict=True)
+        ]
     )
     # eviltransform's bisection stops at 1e-6 degrees (~0.1 m): we agree to that precision
     assert _dist_m(back_lon, back_lat, exact[:, 1], exact[:, 0]).max() < 0.5
@@ -124,13 +132,15 @@ def test_iterative_inverse_round_trips_and_beats_one_step(china_points) -> None:
 def test_bd09_both_directions_against_eviltransform(china_points) -> None:
     lon, lat = china_points
     bd_lon, bd_lat = crs.wgs84_to_bd09(lon, lat)
-    theirs = np.array([eviltransform.wgs2bd(float(a), float(o)) for a, o in zip(lat, lon)])
+    theirs = np.array(
+        [eviltransform.wgs2bd(float(a), float(o)) for a, o in zip(lat, lon, strict=True)]
+    )
     assert _dist_m(bd_lon, bd_lat, theirs[:, 1], theirs[:, 0]).max() < 0.05
     back_lon, back_lat = crs.bd09_to_wgs84(bd_lon, bd_lat)
     assert _dist_m(lon, lat, back_lon, back_lat).max() < 0.01
     gcj_lon, gcj_lat = crs.bd09_to_gcj02(bd_lon, bd_lat)
     their_gcj = np.array(
-        [eviltransform.bd2gcj(float(a), float(o)) for a, o in zip(bd_lat, bd_lon)]
+        [eviltransform.bd2gcj(float(a), float(o)) for a, o in zip(bd_lat, bd_lon, strict=True)]
     )
     assert _dist_m(gcj_lon, gcj_lat, their_gcj[:, 1], their_gcj[:, 0]).max() < 0.5
 

@@ -15,7 +15,7 @@ from conftest import CHANGCHUN, DEMO_DATA
 from pyproj import Geod, Transformer
 
 from geo_minzheng import crs, io
-from geo_minzheng._errors import CRSError, LayerValidationError
+from geo_minzheng._errors import CRSError, LayerValidationError, UnknownIdError
 
 DISTRICTS = {"220102": "南关区", "220103": "宽城区", "220104": "朝阳区", "220105": "二道区"}
 
@@ -91,6 +91,12 @@ def test_geopackage_several_layers_round_trip(tmp_path: Path) -> None:
     area_km2 = back.to_crs(working).area.to_numpy() / 1e6
     np.testing.assert_allclose(area_km2, districts.to_crs(working).area.to_numpy() / 1e6)
     assert area_km2.min() > 50 and area_km2.max() < 1000
+    # several layers and none named: the error lists them; the layer ID is used when it matches
+    with pytest.raises(UnknownIdError, match=r"several layers \(districts, shelters\)"):
+        io.read_layer(path, kind="shelter")
+    with pytest.raises(UnknownIdError, match="no layer 'refuges'; it has: districts, shelters"):
+        io.read_layer(path, kind="shelter", layer_name="refuges")
+    assert io.read_layer(path, kind="shelter", layer="shelters")["id"].iloc[0] == "S-001"
     # a second write replaces one layer and keeps the other
     io.write_gpkg({"shelters": shelters.iloc[:2]}, path)
     assert len(io.read_layer(path, kind="shelter", layer_name="shelters")) == 2

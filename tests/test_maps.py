@@ -334,7 +334,7 @@ def _open(driver, url: str) -> None:
 
 def _paths(driver) -> int:
     return driver.execute_script(
-        "return document.querySelectorAll('.leaflet-overlay-pane path.leaflet-interactive').length"
+        "return document.querySelectorAll('.leaflet-map-pane path.leaflet-interactive').length"
     )
 
 
@@ -344,8 +344,11 @@ def _overlay_labels(driver) -> dict[str, object]:
 
 
 def _click_feature(driver, m: folium.Map, lon: float, lat: float) -> None:
+    """Zoom to street level around the point (as a user would), then click on it."""
     x, y = driver.execute_script(
-        "var p = window[arguments[0]].latLngToContainerPoint([arguments[1], arguments[2]]);"
+        "var map = window[arguments[0]];"
+        "map.setView([arguments[1], arguments[2]], 16, {animate: false});"
+        "var p = map.latLngToContainerPoint([arguments[1], arguments[2]]);"
         "return [p.x, p.y];",
         m.get_name(),
         lat,
@@ -416,7 +419,6 @@ def test_osm_base_map_only_fails_on_tiles_offline(chromium, layers, tmp_path) ->
     driver = chromium
     m = render.layers_map(layers, basemap=["osm", "none"])
     _open(driver, render.save_html(m, tmp_path / "osm.html").as_uri())
-    driver.implicitly_wait(0)
     bases = driver.find_elements(By.CSS_SELECTOR, ".leaflet-control-layers-base label")
     assert [b.text.strip() for b in bases] == ["OpenStreetMap 地图", "无底图"]
     assert driver.execute_script("return document.querySelectorAll('img.leaflet-tile').length") > 0
@@ -456,8 +458,16 @@ def test_served_assets_work_over_http(chromium, eldercare, tmp_path) -> None:
         _open(chromium, f"http://127.0.0.1:{server.server_address[1]}/served.html")
         assert chromium.execute_script("return window.L && L.version") == "1.9.3"
         assert _paths(chromium) == len(eldercare)
-        # the layer control's icon comes from leaflet/images next to the served CSS
-        assert browser_errors(chromium) == []
+        loaded = chromium.execute_script(
+            "return performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)"
+        )
+        assert {
+            "/static/vendor/leaflet/leaflet.js",
+            "/static/vendor/leaflet/leaflet.css",
+            "/static/vendor/jquery/jquery.min.js",
+        } <= set(loaded)
+        # the browser asks for /favicon.ico on its own; nothing else may fail
+        assert [e for e in browser_errors(chromium) if "/favicon.ico" not in e] == []
     finally:
         server.shutdown()
         server.server_close()

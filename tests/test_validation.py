@@ -148,6 +148,7 @@ def test_duplicate_ids() -> None:
     problem = _only(validate(gdf, "shelter"), "duplicate_id")
     assert problem.record == "shelter 'S-001'" and problem.field == "id"
     assert "2 records" in problem.found and "rows 1, 3" in problem.found
+    assert "编号重复：第 1、3 行使用同一编号" in format_report([problem])
 
 
 @pytest.mark.parametrize(
@@ -340,6 +341,8 @@ def test_gcj02_layer_declared_wgs84_is_detected(roads: gpd.GeoDataFrame) -> None
     raw = _districts(convert=False)  # Amap GCJ-02 numbers, wrongly declared WGS84
     problem = _only(check_alignment(raw, roads, layer="districts"), "gcj02_offset")
     assert problem.record == "layer 'districts'" and "source_crs='GCJ-02'" in problem.expected
+    zh = format_report([problem])
+    assert "图层 'districts'" in zh and "按 GCJ-02 转换后为" in zh and "source_crs='GCJ-02'" in zh
     stats = alignment_offsets(raw, roads)
     assert stats["n_vertices"] > 300
     assert stats["as_gcj02"] < 0.4 * stats["as_given"]

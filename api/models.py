@@ -1,0 +1,161 @@
+"""Pydantic models of the API's requests and responses (OGC API – Features, jobs, problems)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Link(BaseModel):
+    """A hypermedia link (OGC API – Common)."""
+
+    href: str
+    rel: str
+    type: str | None = None
+    title: str | None = None
+
+
+class LandingPage(BaseModel):
+    """The API's entry point."""
+
+    title: str
+    description: str
+    links: list[Link]
+
+
+class Conformance(BaseModel):
+    """Conformance classes the API implements."""
+
+    conformsTo: list[str]  # noqa: N815 - OGC name
+
+
+class SpatialExtent(BaseModel):
+    bbox: list[list[float]]
+    crs: str = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+
+
+class Extent(BaseModel):
+    spatial: SpatialExtent | None = None
+
+
+class Collection(BaseModel):
+    """One layer as an OGC API – Features collection, with its kind and editability."""
+
+    id: str
+    title: str
+    description: str
+    links: list[Link]
+    extent: Extent
+    itemType: str = "feature"  # noqa: N815 - OGC name
+    crs: list[str] = ["http://www.opengis.net/def/crs/OGC/1.3/CRS84"]
+    kind: str
+    numberOfFeatures: int  # noqa: N815 - OGC style
+    editable: bool
+    editableFields: list[str]  # noqa: N815 - OGC style
+    scenario: bool
+    queryables: list[str]
+
+
+class Collections(BaseModel):
+    """Every layer."""
+
+    links: list[Link]
+    collections: list[Collection]
+
+
+class Feature(BaseModel):
+    """A GeoJSON Feature (RFC 7946); ``version`` is what an update must send back (If-Match)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["Feature"] = "Feature"
+    id: str | None = None
+    geometry: dict[str, Any] | None
+    properties: dict[str, Any]
+    version: int | None = None
+    links: list[Link] | None = None
+
+
+class FeatureCollection(BaseModel):
+    """A page of GeoJSON features with OGC paging members."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["FeatureCollection"] = "FeatureCollection"
+    features: list[Feature]
+    numberMatched: int | None = None  # noqa: N815 - OGC name
+    numberReturned: int | None = None  # noqa: N815 - OGC name
+    timeStamp: str | None = None  # noqa: N815 - OGC name
+    links: list[Link] = Field(default_factory=list)
+
+
+class FeatureIn(BaseModel):
+    """A feature sent to create, replace or update a record.
+
+    For updates, ``version`` (or the If-Match header) is the version the client read; a stale
+    version is refused with 409.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["Feature"] = "Feature"
+    id: str | None = Field(default=None, max_length=200)
+    geometry: dict[str, Any] | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    version: int | None = Field(default=None, ge=1)
+
+
+class AuditRecord(BaseModel):
+    """One write in the audit history."""
+
+    seq: int
+    layer: str
+    fid: str | None
+    action: str
+    actor: str
+    at: str
+    version_before: int | None
+    version_after: int | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class ProblemDetail(BaseModel):
+    """An error (RFC 9457 problem details): bilingual title, English detail."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+
+
+class JobStatus(BaseModel):
+    """A long analysis: poll until ``status`` is succeeded or failed."""
+
+    id: str
+    kind: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    progress: float = Field(ge=0, le=1)
+    message: str
+    created: str
+    finished: str | None
+    error: dict[str, Any] | None = None
+    links: list[Link]
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ProblemDetail, "description": "bad parameter"},
+    404: {"model": ProblemDetail, "description": "unknown collection or feature"},
+}
+WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **PROBLEM_RESPONSES,
+    401: {"model": ProblemDetail, "description": "missing or invalid API key"},
+    403: {"model": ProblemDetail, "description": "the key's role may not do this"},
+    409: {"model": ProblemDetail, "description": "stale version or duplicate ID"},
+    413: {"model": ProblemDetail, "description": "request too large"},
+    422: {"model": ProblemDetail, "description": "the record breaks its layer kind's rules"},
+    428: {"model": ProblemDetail, "description": "no version given (If-Match or version)"},
+}

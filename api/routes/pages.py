@@ -1,0 +1,385 @@
+"""Web maps served by the API: a home page linking one map per workflow, zh-CN or English.
+
+Maps are built with :mod:`maps.render` (and :mod:`maps.coverage_map` for coverage) and load
+Leaflet from ``/static/vendor`` (vendored), so they work on an intranet with no internet. The base
+map comes from settings (OSM, 天地图 with a token, an intranet tile URL, or none); the others that
+are configured can be switched on in the layer control. New workflows (shelters, relief,
+boundaries) add one entry to ``WORKFLOWS`` and one builder function.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+
+from api.auth import Viewer
+from api.state import AppState, State
+
+router = APIRouter(tags=["地图 / maps"])
+
+Lang = Annotated[Literal["zh", "en"] | None, Query(description="界面语言 / language: zh or en")]
+Basemap = Annotated[
+    Literal["osm", "tianditu", "intranet", "none"] | None,
+    Query(description="底图 / base map (must be configured)"),
+]
+
+_TEXT = {
+    "home_title": ("民政空间数据服务", "Civil-affairs map service"),
+    "home_intro": (
+        "选择一个业务地图。图层数据可通过 OGC API – Features 接口访问。",
+        "Choose a map. The layers are also available through OGC API – Features.",
+    ),
+    "api_docs": ("接口文档", "API documentation"),
+    "collections": ("图层接口", "Layers (OGC API)"),
+    "switch": ("English", "中文"),
+    "home": ("首页", "Home"),
+    "iso_button": ("等时圈", "Isochrone"),
+    "iso_hint": (
+        "点击地图任意位置，计算步行5/10/15分钟可达范围",
+        "Click the map to draw the 5/10/15-minute walk areas",
+    ),
+    "iso_busy": ("正在计算……", "Computing…"),
+    "iso_fail": ("无法计算等时圈：", "Isochrone failed: "),
+    "iso_layer": ("{b}分钟步行范围", "{b}-minute walk"),
+    "coverage_kind": ("设施类别：", "Facility kind: "),
+}
+
+
+def _t(key: str, lang: str) -> str:
+    zh, en = _TEXT[key]
+    return zh if lang == "zh" else en
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """One map on the home page."""
+
+    id: str
+    title_zh: str
+    title_en: str
+    text_zh: str
+    text_en: str
+
+    def title(self, lang: str) -> str:
+        return self.title_zh if lang == "zh" else self.title_en
+
+    def text(self, lang: str) -> str:
+        return self.text_zh if lang == "zh" else self.text_en
+
+
+WORKFLOWS = (
+    Workflow(
+        "layers",
+        "全部图层",
+        "All layers",
+        "行政区划、道路、人口与各类民政设施；点击要素查看属性，可计算任意点的步行等时圈。",
+        "Boundaries, roads, population and facilities; click a feature for its fields, or "
+        "draw the walking isochrone of any point.",
+    ),
+    Workflow(
+        "coverage",
+        "养老服务圈覆盖",
+        "Eldercare coverage",
+        "5/10/15分钟步行养老服务圈、覆盖率与服务空白区（老年人步行速度）。",
+        "5/10/15-minute eldercare walking circles, coverage shares and gaps (elderly speed).",
+    ),
+)
+
+
+def _lang(state: AppState, lang: str | None) -> str:
+    return lang or state.settings.lang
+
+
+def _basemaps(state: AppState, chosen: str | None) -> list[str]:
+    """The configured base maps, the chosen (or configured default) one first."""
+    settings = state.settings
+    available = ["osm"]
+    if settings.resolved_tianditu_token():
+        available.append("tianditu")
+    if settings.intranet_tile_url:
+        available.append("intranet")
+    available.append("none")
+    first = chosen if chosen in available else settings.basemap
+    if first not in available:  # e.g. 天地图 configured without a token: fall back to none
+        first = "none"
+    return [first, *[b for b in available if b != first]]
+
+
+def _resolved(state: AppState, names: list[str]) -> list:
+    """Base-map objects (token and intranet URL from settings) for maps.render."""
+    from maps import basemaps
+
+    settings = state.settings
+    chosen = basemaps.resolve(
+        names,
+        tianditu_token=settings.resolved_tianditu_token(),
+        tile_url=settings.intranet_tile_url,
+    )
+    if settings.intranet_tile_url and "intranet" in names:
+        index = names.index("intranet")
+        chosen[index] = basemaps.intranet(
+            settings.intranet_tile_url, attribution=settings.intranet_tile_attribution
+        )
+    return chosen
+
+
+def _page_shell(title: str, body: str, lang: str) -> str:
+    html_lang = "zh-CN" if lang == "zh" else "en"
+    return f"""<!DOCTYPE html>
+<html lang="{html_lang}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>
+body {{ font: 15px/1.6 "Microsoft YaHei","PingFang SC","Noto Sans CJK SC",sans-serif;
+  margin: 0; background: #f5f5f2; color: #222; }}
+header {{ background: #8b1a1a; color: #fff; padding: 14px 24px; display: flex;
+  justify-content: space-between; align-items: center; }}
+header a {{ color: #fff; }}
+main {{ max-width: 880px; margin: 24px auto; padding: 0 16px; }}
+.card {{ background: #fff; border-radius: 6px; box-shadow: 0 1px 4px rgba(0,0,0,.2);
+  padding: 16px 20px; margin: 14px 0; }}
+.card h2 {{ margin: 0 0 6px; font-size: 18px; }}
+footer {{ color: #666; font-size: 13px; text-align: center; margin: 30px 0; }}
+</style></head><body>{body}</body></html>"""
+
+
+@router.get(
+    "/",
+    response_class=HTMLResponse,
+    summary="首页 / home page",
+    description="Home page linking a web map per workflow; `?lang=en` for English.",
+)
+def home(request: Request, state: State, _: Viewer, lang: Lang = None) -> HTMLResponse:
+    lang = _lang(state, lang)
+    other = "en" if lang == "zh" else "zh"
+    cards = "".join(
+        f'<div class="card"><h2><a id="map-{w.id}" href="/maps/{w.id}?lang={lang}">'
+        f"{html.escape(w.title(lang))}</a></h2><p>{html.escape(w.text(lang))}</p></div>"
+        for w in WORKFLOWS
+    )
+    title = _t("home_title", lang)
+    body = (
+        f"<header><strong>{html.escape(title)}</strong>"
+        f'<a id="lang-switch" href="/?lang={other}">{_t("switch", lang)}</a></header>'
+        f"<main><p>{html.escape(_t('home_intro', lang))}</p>{cards}"
+        f'<p><a href="/docs">{_t("api_docs", lang)}</a> · '
+        f'<a href="/collections">{_t("collections", lang)}</a> · '
+        f'<a href="/api">OGC API</a></p></main>'
+        "<footer>© OpenStreetMap contributors (ODbL) · geo-minzheng</footer>"
+    )
+    return HTMLResponse(_page_shell(title, body, lang))
+
+
+# ------------------------------------------------------------------------------------------------
+# Map pages
+# ------------------------------------------------------------------------------------------------
+
+
+class _PageCache:
+    """Rendered map pages, reused until the store changes (keyed by the store's revision)."""
+
+    def __init__(self) -> None:
+        self._pages: dict[tuple, str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, build: Callable[[], str]) -> str:
+        with self._lock:
+            page = self._pages.get(key)
+        if page is None:
+            page = build()
+            with self._lock:
+                if len(self._pages) > 32:
+                    self._pages.clear()
+                self._pages[key] = page
+        return page
+
+
+def _cache(state: AppState) -> _PageCache:
+    cache = getattr(state, "_page_cache", None)
+    if cache is None:
+        cache = _PageCache()
+        state._page_cache = cache  # type: ignore[attr-defined]
+    return cache
+
+
+def _store_layers(state: AppState, lang: str) -> dict:
+    out = {}
+    for info in state.store.list_layers():
+        gdf = state.store.read_layer(info.id)
+        meta = state.meta(info.id)
+        gdf.attrs.update(
+            {"title_zh": meta.title_zh, "title_en": meta.title_en, "scenario": meta.scenario}
+        )
+        out[info.id] = gdf
+    return out
+
+
+def _nav(workflow: str, lang: str, extra: str = "") -> str:
+    other = "en" if lang == "zh" else "zh"
+    return (
+        '<div id="gm-nav" style="position:fixed;left:10px;top:10px;z-index:1001;'
+        "background:rgba(255,255,255,.95);padding:6px 10px;border-radius:4px;"
+        'box-shadow:0 1px 5px rgba(0,0,0,.4);font:13px/1.6 sans-serif">'
+        f'<a id="gm-home" href="/?lang={lang}">{_t("home", lang)}</a> · '
+        f'<a id="lang-switch" href="/maps/{workflow}?lang={other}">{_t("switch", lang)}</a>'
+        f"{extra}</div>"
+    )
+
+
+def _isochrone_tool(map_name: str, lang: str) -> str:
+    """A button that turns map clicks into walking isochrones (POST /analysis/isochrone)."""
+    text = {k: _t(k, lang) for k in ("iso_button", "iso_hint", "iso_busy", "iso_fail", "iso_layer")}
+    colours = json.dumps(["#fee08b", "#91cf60", "#1a9850", "#006837", "#00441b", "#002a10"])
+    return f"""
+<div style="position:fixed;left:10px;top:52px;z-index:1001">
+<button id="gm-iso" type="button" title="{html.escape(text["iso_hint"])}"
+ style="font:13px sans-serif;padding:4px 10px">{html.escape(text["iso_button"])}</button>
+<span id="gm-iso-status" style="background:#fff;font:12px sans-serif;padding:2px 6px"></span>
+</div>
+<script>
+(function() {{
+  var map = {map_name}, active = false, layer = null, T = {json.dumps(text)};
+  var colours = {colours};
+  var button = document.getElementById("gm-iso"), status = document.getElementById("gm-iso-status");
+  button.addEventListener("click", function() {{
+    active = !active; button.style.fontWeight = active ? "bold" : "normal";
+    status.textContent = active ? T.iso_hint : "";
+    map.getContainer().style.cursor = active ? "crosshair" : "";
+  }});
+  map.on("click", function(e) {{
+    if (!active) return;
+    status.textContent = T.iso_busy;
+    fetch("/analysis/isochrone", {{method: "POST", headers: {{"Content-Type": "application/json"}},
+      body: JSON.stringify({{lon: e.latlng.lng, lat: e.latlng.lat}})}})
+    .then(function(r) {{ return r.json().then(function(b) {{ return [r.ok, b]; }}); }})
+    .then(function(res) {{
+      if (!res[0]) {{ status.textContent = T.iso_fail + (res[1].detail || ""); return; }}
+      if (layer) map.removeLayer(layer);
+      var n = res[1].features.length;
+      layer = L.geoJSON(res[1], {{style: function(f) {{
+        var i = res[1].features.indexOf(f);
+        return {{color: colours[Math.min(i, 5)], weight: 1, fillOpacity: 0.35}}; }},
+        onEachFeature: function(f, l) {{
+          l.bindTooltip(T.iso_layer.replace("{{b}}", f.properties.break_min)); }}
+      }}).addTo(map);
+      status.textContent = n + " × " + T.iso_button;
+      document.body.setAttribute("data-isochrones", String(n));
+    }}).catch(function(err) {{ status.textContent = T.iso_fail + err; }});
+  }});
+}})();
+</script>"""
+
+
+def _finish(m: object, nav: str, tools: str = "") -> str:
+    from maps import assets
+
+    assets.use_served_assets(m, base_url="/static/vendor")
+    page = assets.map_figure(m).render()
+    return page.replace("</body>", nav + tools + "</body>", 1)
+
+
+def _layers_page(state: AppState, lang: str, basemap: list[str]) -> str:
+    from maps import render
+
+    layers = _store_layers(state, lang)
+    styles = {lid: state.meta(lid).style for lid in layers}
+    title = None
+    if state.catalog is not None:
+        title = getattr(state.catalog, f"title_{lang}", None)
+    m = render.layers_map(
+        layers, styles=styles, lang=lang, basemap=_resolved(state, basemap), title=title
+    )
+    tools = _isochrone_tool(m.get_name(), lang) if state.network.road_layer else ""
+    return _finish(m, _nav("layers", lang), tools)
+
+
+def _coverage_page(state: AppState, lang: str, basemap: list[str], kind: str | None) -> str:
+    from api.errors import ApiProblem
+    from api.routes.analysis import _facility_sets
+    from geo_minzheng import coverage
+    from maps import coverage_map
+
+    demand_id = state.layer_of_kind("demand")
+    facility_ids = [
+        lid
+        for lid in (
+            state.layer_of_kind("eldercare_center"),
+            state.layer_of_kind("community_service_room"),
+        )
+        if lid
+    ]
+    if demand_id is None or not facility_ids:
+        msg = "the coverage map needs a demand layer and an eldercare or service-room layer"
+        raise ApiProblem(404, msg)
+    facilities = {k: v for k, v in _facility_sets(state, facility_ids).items() if len(v)}
+    if kind is not None and kind not in facilities:
+        msg = f"unknown facility kind '{kind}'; expected one of: {', '.join(facilities)}"
+        raise ApiProblem(404, msg)
+    units_id = state.layer_of_kind("admin_unit")
+    units = state.store.read_layer(units_id) if units_id else None
+    demand = state.store.read_layer(demand_id)
+    demand.attrs["scenario"] = state.meta(demand_id).scenario
+    engine = state.network.get()
+    result = coverage.analyze(demand, facilities, engine, gdf_units=units)
+    m = coverage_map.coverage_map(
+        result, engine, facilities, kind=kind, gdf_units=units, lang=lang,
+        basemap=_resolved(state, basemap),
+    )  # fmt: skip
+    current = kind or result.kinds[0]
+    links = " · ".join(
+        f'<a class="gm-kind" href="/maps/coverage?lang={lang}&kind={k}"'
+        f"{' style=font-weight:bold' if k == current else ''}>"
+        f"{html.escape(coverage_map.kind_label(k, lang))}</a>"
+        for k in facilities
+    )
+    extra = f"<br>{_t('coverage_kind', lang)}{links}"
+    tools = _isochrone_tool(m.get_name(), lang)
+    return _finish(m, _nav("coverage", lang, extra), tools)
+
+
+def _revision(state: AppState) -> int:
+    return state.store.revision()
+
+
+@router.get(
+    "/maps/layers",
+    response_class=HTMLResponse,
+    summary="全部图层地图 / map of all layers",
+    description="Every layer of the store on one web map, with layer control, legend and popups.",
+)
+def layers_map_page(
+    state: State, _: Viewer, lang: Lang = None, basemap: Basemap = None
+) -> HTMLResponse:
+    lang_ = _lang(state, lang)
+    chosen = _basemaps(state, basemap)
+    key = ("layers", lang_, tuple(chosen), _revision(state))
+    return HTMLResponse(_cache(state).get(key, lambda: _layers_page(state, lang_, chosen)))
+
+
+@router.get(
+    "/maps/coverage",
+    response_class=HTMLResponse,
+    responses={404: {"description": "no demand or facility layer, or unknown kind"}},
+    summary="养老服务圈覆盖地图 / eldercare coverage map",
+    description="5/10/15-minute walking service areas, demand by walking time, gaps and the "
+    "coverage table per admin unit, for one facility kind (`kind`).",
+)
+def coverage_map_page(
+    state: State,
+    _: Viewer,
+    lang: Lang = None,
+    basemap: Basemap = None,
+    kind: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_]+$")] = None,
+) -> HTMLResponse:
+    lang_ = _lang(state, lang)
+    chosen = _basemaps(state, basemap)
+    key = ("coverage", lang_, tuple(chosen), kind, _revision(state))
+    page = _cache(state).get(key, lambda: _coverage_page(state, lang_, chosen, kind))
+    return HTMLResponse(page)

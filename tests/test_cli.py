@@ -1,0 +1,163 @@
+"""The geo-minzheng command: validate exit codes and reports (zh/en), argument handling."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from geo_minzheng import cli, io, scenario
+from tests.conftest import DEMO_DATA, ROOT
+
+#: A bureau's eldercare register exported from Excel as GBK CSV, with five planted problems:
+#: EC-2 negative beds, EC-3 an unknown category, a second EC-3 (duplicate ID) with zero floor
+#: area, and EC-5 with longitude and latitude swapped. EC-1 is clean.
+BAD_ELDERCARE_CSV = (
+    "编号,名称,类别,床位数,建筑面积,经度,纬度\n"
+    "EC-1,甲养老院,养老机构,120,3600,125.33,43.88\n"
+    "EC-2,乙照料中心,日间照料中心,-5,300,125.34,43.89\n"
+    "EC-3,丙助餐点,食堂,0,80,125.35,43.87\n"
+    "EC-3,丁中心,居家养老服务中心,10,0,125.32,43.90\n"
+    "EC-5,戊中心,助餐点,0,60,43.88,125.33\n"
+)
+
+
+@pytest.fixture
+def bad_csv(tmp_path):
+    path = tmp_path / "养老机构登记.csv"
+    path.write_bytes(BAD_ELDERCARE_CSV.encode("gbk"))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_lang_env(monkeypatch):
+    monkeypatch.delenv("GEO_MINZHENG_LANG", raising=False)
+
+
+def test_validate_bad_file_exits_1_and_reports_every_problem_in_chinese(bad_csv, capsys) -> None:
+    code = cli.main(["validate", "--kind", "eldercare_center", str(bad_csv)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "未通过校验" in out
+    assert "发现 5 个问题" in out
+    problems = [line for line in out.splitlines() if line.startswith("  - ")]
+    assert len(problems) == 5
+    assert any("'EC-2'" in p and "床位数" in p and "-5" in p for p in problems)
+    assert any("'EC-3'" in p and "类别" in p and "食堂" in p for p in problems)
+    assert any("'EC-3'" in p and "建筑面积" in p for p in problems)
+    # the two CSV rows holding EC-3 (header is row 1): rows 4 and 5
+    assert any("编号重复" in p and re.search(r"4\D+5", p) for p in problems)
+    assert any("'EC-5'" in p and "经纬度疑似颠倒" in p for p in problems)
+    assert not any("'EC-1'" in p for p in problems)
+
+
+def test_validate_lang_en_and_env_give_english(bad_csv, capsys, monkeypatch) -> None:
+    code = cli.main(["validate", "--kind", "eldercare_center", str(bad_csv), "--lang", "en"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "is not a valid Eldercare facility layer" in out
+    assert "5 problem(s) found" in out
+    assert "beds must be >= 0" in out
+    assert "swapped" in out
+    assert "未通过" not in out
+    monkeypatch.setenv("GEO_MINZHENG_LANG", "en")
+    assert cli.main(["validate", "--kind", "eldercare_center", str(bad_csv)]) == 1
+    assert "5 problem(s) found" in capsys.readouterr().out
+
+
+def test_validate_clean_files_exit_0(tmp_path, capsys) -> None:
+    layers = scenario.build_scenario()
+    path = io.write_geojson(layers["eldercare"], tmp_path / "eldercare.geojson")
+    assert cli.main(["validate", "--kind", "eldercare_center", str(path)]) == 0
+    assert "校验通过" in capsys.readouterr().out
+    gpkg = DEMO_DATA / "changchun_demo.gpkg"
+    code = cli.main(
+        ["validate", "--kind", "shelter", str(gpkg), "--layer", "shelters", "--lang", "en"]
+    )
+    assert code == 0
+    assert "is a valid Emergency shelter layer" in capsys.readouterr().out
+
+
+def test_validate_wrong_layer_names_missing_required_fields(capsys) -> None:
+    gpkg = DEMO_DATA / "changchun_demo.gpkg"
+    code = cli.main(["validate", "--kind", "shelter", str(gpkg), "--layer", "eldercare"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "shelter_class" in out and "effective_area_m2" in out
+    assert "发现 2 个问题" in out
+
+
+def test_validate_shapefile_without_prj_needs_source_crs(tmp_path, capsys) -> None:
+    """A shapefile with no .prj (Amap/GCJ-02 coordinates) is unreadable until --source-crs."""
+    import pyogrio
+
+    from geo_minzheng import crs
+
+    markers = scenario.build_scenario()["markers"]
+    shifted = crs.from_wgs84(markers, "GCJ-02")
+    path = tmp_path / "界桩.shp"
+    pyogrio.write_dataframe(
+        shifted.drop(columns=["installed_year", "last_inspected"]).set_crs("EPSG:4326"), path
+    )
+    path.with_suffix(".prj").unlink()
+    assert cli.main(["validate", "--kind", "boundary_marker", str(path)]) == 2
+    assert "source_crs" in capsys.readouterr().err
+    args = ["validate", "--kind", "boundary_marker", str(path), "--source-crs", "GCJ-02"]
+    assert cli.main(args) == 0
+    assert "校验通过" in capsys.readouterr().out
+
+
+def test_usage_errors_exit_2(tmp_path, capsys) -> None:
+    assert cli.main(["validate", "--kind", "shelter", str(tmp_path / "missing.csv")]) == 2
+    assert "找不到文件" in capsys.readouterr().err
+    assert cli.main(["validate", "--kind", "no_such_kind", str(tmp_path / "x.csv")]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert cli.main([]) == 2
+    assert cli.main(["--help"]) == 0
+    assert "民政" in capsys.readouterr().out
+    assert cli.main(["demo", "--help", "--lang", "en"]) == 0
+    assert "Output folder" in capsys.readouterr().out
+
+
+def test_serve_hands_the_demo_catalog_to_the_api(monkeypatch, capsys) -> None:
+    """`serve` builds the API app for the demo catalog and runs it under uvicorn."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from geo_minzheng import demo
+
+    calls = []
+    monkeypatch.delenv("GEO_MINZHENG_CATALOG", raising=False)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    assert cli.main(["serve", "--port", "8123", "--lang", "en"]) == 0
+    ((app, kwargs),) = calls
+    assert isinstance(app, FastAPI)
+    assert kwargs == {"host": "127.0.0.1", "port": 8123}
+    assert "http://127.0.0.1:8123/" in capsys.readouterr().out
+    assert demo.default_catalog() == ROOT / "layers" / "catalog.yml"
+
+
+def test_console_script_runs_as_a_process(bad_csv) -> None:
+    """`python -m geo_minzheng.cli` runs like the console script, exit code included."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "geo_minzheng.cli", "validate", "--kind", "eldercare_center",
+         str(bad_csv), "--lang", "en"],
+        capture_output=True, text=True, cwd=ROOT, check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "5 problem(s) found" in proc.stdout
+
+
+def test_core_cli_imports_no_web_stack() -> None:
+    code = (
+        "import sys, geo_minzheng.cli, geo_minzheng.demo, geo_minzheng.scenario;"
+        "import json; print(json.dumps([m for m in ('fastapi', 'folium', 'uvicorn', 'maps', 'api')"
+        " if m in sys.modules]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert json.loads(proc.stdout) == []

@@ -616,7 +616,11 @@ class Engine:
         parent = np.concatenate([e[head], e[~tail], e[tail]])
         a = np.concatenate([self.u[e[head]], pnode[p_rep[~tail]], pnode[p_rep[tail]]])
         b = np.concatenate([pnode[p_rep[head]], pnode[p_rep[1:][~tail[:-1]]], self.v[e[tail]]])
-        w = np.concatenate([c[head], c[~tail], c[tail]]) * (f_to - f_from)
+        c_all = np.concatenate([c[head], c[~tail], c[tail]])
+        # closed edges (inf) stay closed even for a zero-length piece (inf * 0 would be nan)
+        w = np.multiply(
+            c_all, f_to - f_from, out=np.full(len(c_all), np.inf), where=np.isfinite(c_all)
+        )
         anode = np.arange(n + k, n + 2 * k)
         virt = pd.DataFrame(
             {
@@ -680,8 +684,10 @@ class Engine:
             ok = np.isfinite(cost) & (cost <= (np.inf if cutoff is None else cutoff))
             cost = np.where(ok, cost, np.inf)
             src[ok] = sources.ids[which[tgt[ok]] - anodes[0][0]]
-        out = pd.DataFrame({"source_id": src, "cost": cost}, index=pd.Index(targets.ids, name="id"))
-        return out
+        index = pd.Index(targets.ids, name="id", dtype=object)
+        return pd.DataFrame(
+            {"source_id": pd.Series(src, index=index, dtype=object), "cost": cost}, index=index
+        )
 
     def nearest_nodes(
         self, sources: Snapped, *, cutoff: float | None = None, barriers: BarrierArg = None
@@ -701,8 +707,9 @@ class Engine:
         ok = np.isfinite(dist)
         src = np.full(self.n_nodes, None, dtype=object)
         src[ok] = sources.ids[which[ok] - anodes[0][0]]
+        index = pd.Index(self.node_ids, name="node")
         return pd.DataFrame(
-            {"source_id": src, "cost": dist}, index=pd.Index(self.node_ids, name="node")
+            {"source_id": pd.Series(src, index=index, dtype=object), "cost": dist}, index=index
         )
 
     def _trees(

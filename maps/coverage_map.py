@@ -211,8 +211,8 @@ def coverage_map(
         if "new_aged_60_plus" in sites.columns:
             shown[_t("new_aged", lang)] = sites["new_aged_60_plus"].to_numpy()
         render.add_layer(m, shown, kind=None, title=_t("sites", lang), lang=lang, style=_SITE_STYLE)
-        if "source" in sites.columns:
-            render.mark_scenario(m) if sites["source"].notna().any() else None
+        if _scenario(sites):
+            render.mark_scenario(m)
     render.add_legend(m, legend, lang=lang)
     speed = result.provenance.get("walk_speed_mps")
     note = _t("speed", lang, v=speed) if speed else ""

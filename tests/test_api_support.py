@@ -4,6 +4,7 @@ and a configured app on a fresh store."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
@@ -170,12 +171,30 @@ def make_settings(city_dir: Path, store_path: Path, **overrides: object) -> Sett
     return Settings(**values)
 
 
-@pytest.fixture
-def client(city_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
-    """A TestClient on an app with a fresh store filled from the catalog."""
+@pytest.fixture(scope="session")
+def seed_store(city_dir: Path) -> Path:
+    """A store filled from the catalog by the app's first start (copied by each test)."""
     from api.app import create_app
 
-    app = create_app(make_settings(city_dir, tmp_path / "store.gpkg"))
+    path = city_dir / "seed-store.gpkg"
+    with TestClient(create_app(make_settings(city_dir, path))):
+        pass
+    return path
+
+
+def fresh_store(seed_store: Path, tmp_path: Path) -> Path:
+    """A private copy of the seeded store (the app checkpoints the WAL on shutdown)."""
+    path = tmp_path / "store.gpkg"
+    shutil.copyfile(seed_store, path)
+    return path
+
+
+@pytest.fixture
+def client(city_dir: Path, seed_store: Path, tmp_path: Path) -> Iterator[TestClient]:
+    """A TestClient on an app with a fresh copy of the filled store."""
+    from api.app import create_app
+
+    app = create_app(make_settings(city_dir, fresh_store(seed_store, tmp_path)))
     with TestClient(app) as test_client:
         yield test_client
 

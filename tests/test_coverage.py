@@ -426,3 +426,54 @@ def test_coverage_map_in_browser(chromium, engine, demo, tmp_path) -> None:
     assert str(int(top["population"])) in digits
     assert str(int(top["aged_60_plus"])) in digits
     assert not browser_errors(chromium)
+
+
+def test_units_from_admin_code_without_unit_layer(engine, demo) -> None:
+    layers = demo["layers"]
+    kinds = {"day_care_center": demo["facilities"]["day_care_center"]}
+    res = coverage.analyze(layers["demand"], kinds, engine, breaks_min=(15,), gaps=False)
+    t = res.table.set_index("unit")
+    codes = sorted(layers["demand"]["admin_code"].unique())
+    assert list(t.index) == ["total", *codes]
+    ref = demo["result"].table
+    ref = ref[(ref["kind"] == "day_care_center") & (ref["break_min"] == 15)].set_index("unit")
+    for code in codes:
+        assert t.loc[code, "covered_population"] == ref.loc[code, "covered_population"]
+    assert res.gaps.empty
+
+
+def test_city_and_district_levels_together(engine, demo) -> None:
+    layers = demo["layers"]
+    districts = layers["districts"]
+    city = gpd.GeoDataFrame(
+        {"adcode": ["220100"], "name": ["长春市"], "level": ["city"], "parent_adcode": [None]},
+        geometry=[districts.union_all()],
+        crs=districts.crs,
+    )
+    units = pd.concat([districts.assign(parent_adcode="220100"), city], ignore_index=True)
+    kinds = {"day_care_center": demo["facilities"]["day_care_center"]}
+    res = coverage.analyze(layers["demand"], kinds, engine, gdf_units=units, gaps=False)
+    t = res.table[res.table["break_min"] == 10].set_index("unit")
+    # the city counts every demand record once, through its district's parent code
+    assert t.loc["220100", "population"] == t.loc["total", "population"]
+    assert t.loc["220100", "covered_aged_60_plus"] == t.loc["total", "covered_aged_60_plus"]
+    assert t.loc["220100", "level"] == "city"
+
+
+def test_facility_kinds_are_parameters_and_english_table(demo) -> None:
+    layers = demo["layers"]
+    eld = layers["eldercare"]
+    every = coverage.facility_kinds(eld, None, categories=None, open_only=False)
+    assert sorted(every) == sorted(eld["category"].unique())
+    assert sum(len(v) for v in every.values()) == len(eld)
+    rooms = coverage.facility_kinds(None, layers["service_rooms"], room_kind="rooms")
+    assert list(rooms) == ["rooms"]
+    assert rooms["rooms"]["status"].isin(["open", "full"]).all()
+
+    from maps import coverage_map
+
+    html = coverage_map.unit_table_html(demo["result"], "day_care_center", lang="en")
+    assert "Coverage by admin unit: Day-care centre" in html
+    assert "<td>Total</td>" in html
+    for name in layers["districts"]["name"]:
+        assert f"<td>{name}</td>" in html

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from api.auth import Viewer
 from api.state import AppState, State
@@ -175,6 +175,12 @@ def home(request: Request, state: State, _: Viewer, lang: Lang = None) -> HTMLRe
         "<footer>© OpenStreetMap contributors (ODbL) · geo-minzheng</footer>"
     )
     return HTMLResponse(_page_shell(title, body, lang))
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> Response:
+    """No icon (an empty answer keeps browsers from logging a 404 on every page)."""
+    return Response(status_code=204)
 
 
 # ------------------------------------------------------------------------------------------------

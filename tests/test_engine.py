@@ -1,0 +1,310 @@
+"""The CSR engine against networkx Dijkstra on the same real networks (Changchun, OSM)."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+
+from geo_minzheng import network
+from geo_minzheng._errors import LayerValidationError, NetworkError, UnreachableError
+from geo_minzheng.engine import Barriers, Engine
+from tests.conftest import CHANGCHUN, OSM_DIR
+
+TOL = 1e-6  # seconds; the engine clamps zero-cost virtual edges to 1e-9
+
+
+@pytest.fixture(scope="module")
+def roads() -> gpd.GeoDataFrame:
+    return gpd.read_file(CHANGCHUN / "roads_osm.geojson")
+
+
+@pytest.fixture(scope="module")
+def walk(roads) -> nx.MultiDiGraph:
+    return network.from_road_layer(roads, profile="walk")
+
+
+@pytest.fixture(scope="module")
+def drive(roads) -> nx.MultiDiGraph:
+    return network.from_road_layer(roads, profile="drive")
+
+
+def _points(G: nx.MultiDiGraph, n: int, seed: int, prefix: str) -> gpd.GeoDataFrame:
+    """Random points over the network's extent (some fall far from any road)."""
+    xs = [d["x"] for _, d in G.nodes(data=True)]
+    ys = [d["y"] for _, d in G.nodes(data=True)]
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(min(xs), max(xs), n)
+    y = rng.uniform(min(ys), max(ys), n)
+    return gpd.GeoDataFrame(
+        {"id": [f"{prefix}{i}" for i in range(n)]},
+        geometry=gpd.points_from_xy(x, y),
+        crs=G.graph["crs"],
+    ).to_crs("EPSG:4326")
+
+
+def _reference(
+    G: nx.MultiDiGraph,
+    sets: dict[str, gpd.GeoDataFrame],
+    *,
+    max_snap_m: float = 300.0,
+    touched: set[tuple] | None = None,
+    mode: str = "close",
+    factor: float = 1.0,
+) -> tuple[nx.DiGraph, dict[str, dict[str, float]]]:
+    """networkx graph with each point inserted on its nearest edge(s), found by brute force.
+
+    Returns the graph (nodes ('pt', id) for the points) and each point's access cost.
+    """
+    R = nx.DiGraph()
+    edges = [(u, v, k, d) for u, v, k, d in G.edges(keys=True, data=True)]
+    for u, v, k, d in edges:
+        c = d["time_s"]
+        if touched is not None and (u, v, k) in touched:
+            if mode == "close":
+                continue
+            c *= factor
+        if not R.has_edge(u, v) or R[u][v]["w"] > c:
+            R.add_edge(u, v, w=c)
+    geoms = np.array([d["geometry"] for *_, d in edges], dtype=object)
+    access: dict[str, dict[str, float]] = {}
+    on_edge: dict[int, list[tuple[float, object]]] = {}
+    for name, gdf in sets.items():
+        access[name] = {}
+        pts = gdf.to_crs(G.graph["crs"])
+        for pid, p in zip(pts["id"], pts.geometry, strict=True):
+            dist = shapely.distance(geoms, p)
+            best = dist.min()
+            if best > max_snap_m:
+                continue
+            near = np.flatnonzero(dist <= best + 1e-6)
+            node = ("pt", pid)
+            R.add_node(node)
+            rate = min(edges[i][3]["time_s"] / edges[i][3]["length_m"] for i in near)
+            access[name][pid] = best * rate
+            for i in near:
+                u, v, k, d = edges[i]
+                c = d["time_s"]
+                if touched is not None and (u, v, k) in touched:
+                    if mode == "close":
+                        continue
+                    c *= factor
+                f = geoms[i].line_locate_point(p) / geoms[i].length
+                R.add_edge(u, node, w=f * c)
+                R.add_edge(node, v, w=(1 - f) * c)
+                on_edge.setdefault(i, []).append((f, node, c))
+    # points sharing an edge also connect directly, in the edge's direction
+    for items in on_edge.values():
+        for fa, a, c in items:
+            for fb, b, _ in items:
+                if fb > fa or (fb == fa and a != b):
+                    R.add_edge(a, b, w=(fb - fa) * c)
+    return R, access
+
+
+def _touched(G: nx.MultiDiGraph, geom: shapely.Geometry, tol: float) -> set[tuple]:
+    return {
+        (u, v, k)
+        for u, v, k, d in G.edges(keys=True, data=True)
+        if d["geometry"].distance(geom) <= tol
+    }
+
+
+def _check_nearest(G, eng, src_gdf, tgt_gdf, *, barriers=None, touched=None, mode="close",
+                   factor=1.0, cutoff=None) -> pd.DataFrame:
+    src = eng.snap(src_gdf)
+    tgt = eng.snap(tgt_gdf)
+    got = eng.nearest(src, tgt, cutoff=cutoff, barriers=barriers)
+    R, acc = _reference(
+        G, {"s": src_gdf, "t": tgt_gdf}, touched=touched, mode=mode, factor=factor
+    )
+    for sid, a in acc["s"].items():
+        R.add_edge("SRC", ("pt", sid), w=a)
+    dist, paths = nx.single_source_dijkstra(R, "SRC", weight="w")
+    assert set(got.index) == set(acc["t"])
+    for tid, a in acc["t"].items():
+        exp = dist.get(("pt", tid), np.inf) + a
+        if cutoff is not None and exp > cutoff:
+            exp = np.inf
+        assert got.loc[tid, "cost"] == pytest.approx(exp, abs=TOL), tid
+        if np.isfinite(exp):
+            assert got.loc[tid, "source_id"] == paths[("pt", tid)][1][1]
+        else:
+            assert got.loc[tid, "source_id"] is None
+    return got
+
+
+def test_nearest_matches_networkx_walk_edge_snapped(walk, roads) -> None:
+    eng = Engine.from_graph(walk)
+    got = _check_nearest(walk, eng, _points(walk, 15, 1, "F"), _points(walk, 150, 2, "D"))
+    assert np.isfinite(got["cost"]).sum() > 50
+
+
+def test_nearest_matches_networkx_drive_one_way(drive) -> None:
+    eng = Engine.from_graph(drive)
+    got = _check_nearest(drive, eng, _points(drive, 10, 3, "F"), _points(drive, 120, 4, "D"))
+    assert np.isfinite(got["cost"]).sum() > 50
+
+
+def test_nearest_with_cutoff_matches_networkx(walk) -> None:
+    eng = Engine.from_graph(walk)
+    got = _check_nearest(
+        walk, eng, _points(walk, 15, 5, "F"), _points(walk, 150, 6, "D"), cutoff=600.0
+    )
+    assert got["source_id"].isna().any() and got["source_id"].notna().any()
+
+
+@pytest.mark.parametrize(("mode", "factor"), [("close", None), ("scale", 4.0)])
+def test_barriers_match_networkx_with_edges_removed_or_scaled(walk, mode, factor) -> None:
+    eng = Engine.from_graph(walk)
+    xs = np.array([d["x"] for _, d in walk.nodes(data=True)])
+    ys = np.array([d["y"] for _, d in walk.nodes(data=True)])
+    cx, cy = np.median(xs), np.median(ys)
+    flood = shapely.Point(cx, cy).buffer(600)
+    river = shapely.LineString([(cx - 3000, cy + 800), (cx + 3000, cy + 900)])
+    gdf = gpd.GeoDataFrame(geometry=[flood, river], crs=walk.graph["crs"]).to_crs(4326)
+    barriers = Barriers.from_geodataframe(gdf, mode=mode, factor=factor)
+    work = gpd.GeoSeries([flood, river], crs=walk.graph["crs"])
+    geom = shapely.union_all(work.to_crs(4326).to_crs(walk.graph["crs"]).to_numpy())
+    touched = _touched(walk, geom, barriers.tolerance_m)
+    assert len(eng.touched_edges(barriers)) == len(touched) > 50
+    got = _check_nearest(
+        walk,
+        eng,
+        _points(walk, 12, 7, "F"),
+        _points(walk, 120, 8, "D"),
+        barriers=barriers,
+        touched=touched,
+        mode=mode,
+        factor=factor or 1.0,
+    )
+    free = eng.nearest(eng.snap(_points(walk, 12, 7, "F")), eng.snap(_points(walk, 120, 8, "D")))
+    assert (got["cost"] >= free["cost"] - TOL).all()
+    assert (got["cost"] > free["cost"] + 1).any()
+
+
+def test_point_barrier_closes_the_road_it_sits_on(walk) -> None:
+    eng = Engine.from_graph(walk)
+    u, v, d = next((u, v, d) for u, v, d in walk.edges(data=True) if d["length_m"] > 200)
+    mid = d["geometry"].interpolate(0.5, normalized=True)
+    b = Barriers.from_geodataframe(
+        gpd.GeoDataFrame(geometry=[mid], crs=walk.graph["crs"]), mode="close", tolerance_m=0.5
+    )
+    hit = eng.touched_edges(b)
+    assert {(int(eng.u[i]), int(eng.v[i])) for i in hit} >= {(u, v), (v, u)}
+    assert np.isinf(eng.edge_costs(b)[hit]).all()
+
+
+def test_snap_reports_far_points_and_adds_access_leg(walk) -> None:
+    eng = Engine.from_graph(walk)
+    u, v, d = next((u, v, d) for u, v, d in walk.edges(data=True) if d["length_m"] > 300)
+    g = d["geometry"]
+    p = g.interpolate(0.5, normalized=True)
+    q = g.interpolate(0.5 + 1.0 / g.length, normalized=True)
+    nx_, ny_ = -(q.y - p.y), q.x - p.x  # unit normal
+    near = shapely.Point(p.x + 40 * nx_, p.y + 40 * ny_)
+    xs = [dd["x"] for _, dd in walk.nodes(data=True)]
+    far = shapely.Point(max(xs) + 5000, p.y)
+    gdf = gpd.GeoDataFrame(
+        {"id": ["near", "far", "empty"]}, geometry=[near, far, shapely.Point()], crs=eng.crs
+    )
+    s = eng.snap(gdf, max_snap_m=300)
+    assert list(s.ids) == ["near"]
+    all_geoms = [dd["geometry"] for _, _, dd in walk.edges(data=True)]
+    assert s.access_m[0] == pytest.approx(shapely.distance(all_geoms, near).min(), abs=1e-6)
+    assert s.access_m[0] <= 40 + 1e-6
+    assert s.access_cost[0] == pytest.approx(s.access_m[0] / walk.graph["walk_speed_mps"])
+    assert list(s.too_far["id"]) == ["far", "empty"]
+    assert s.too_far["distance_m"].iloc[0] > 4000
+    assert np.isnan(s.too_far["distance_m"].iloc[1])
+    # cost from the point to itself is both access legs
+    res = eng.nearest(s, s)
+    assert res.loc["near", "cost"] == pytest.approx(2 * s.access_cost[0], abs=TOL)
+
+
+def test_od_matrix_matches_networkx(walk) -> None:
+    eng = Engine.from_graph(walk)
+    o_gdf, d_gdf = _points(walk, 8, 11, "O"), _points(walk, 40, 12, "D")
+    o, d = eng.snap(o_gdf), eng.snap(d_gdf)
+    od = eng.od_matrix(o, d, cutoff=1200.0)
+    dense = od.to_dense()
+    R, acc = _reference(walk, {"o": o_gdf, "d": d_gdf})
+    for i, oid in enumerate(od.origin_ids):
+        dist = nx.single_source_dijkstra_path_length(R, ("pt", oid), weight="w")
+        for j, did in enumerate(od.destination_ids):
+            exp = acc["o"][oid] + dist.get(("pt", did), np.inf) + acc["d"][did]
+            exp = exp if exp <= 1200.0 else np.inf
+            assert dense[i, j] == pytest.approx(exp, abs=TOL)
+    frame = od.to_frame()
+    assert len(frame) == np.isfinite(dense).sum() > 0
+    assert (frame["cost"] <= 1200.0).all()
+    assert od.to_dense(fill=-1.0).min() == -1.0
+
+
+def test_route_matches_networkx_path(walk) -> None:
+    eng = Engine.from_graph(walk)
+    nodes = list(walk.nodes)
+    a, b = nodes[10], nodes[2000]
+    pa = (walk.nodes[a]["x"], walk.nodes[a]["y"])
+    pb = (walk.nodes[b]["x"], walk.nodes[b]["y"])
+    r = eng.route(pa, pb)
+    assert r.cost == pytest.approx(nx.shortest_path_length(walk, a, b, weight="time_s"), abs=TOL)
+    assert r.length_m == pytest.approx(
+        nx.shortest_path_length(walk, a, b, weight="length_m"), rel=1e-9
+    )
+    assert r.geometry.length == pytest.approx(r.length_m, rel=1e-9)
+    assert r.geometry.coords[0] == pytest.approx(pa) and r.geometry.coords[-1] == pytest.approx(pb)
+    # the same route given in WGS84
+    ll = gpd.GeoSeries([shapely.Point(pa), shapely.Point(pb)], crs=eng.crs).to_crs(4326)
+    r2 = eng.route((ll[0].x, ll[0].y), (ll[1].x, ll[1].y), crs="EPSG:4326")
+    assert r2.cost == pytest.approx(r.cost, abs=1e-3)
+    # closing every road around the destination makes it unreachable
+    ring = gpd.GeoDataFrame(geometry=[shapely.Point(pb).buffer(120)], crs=eng.crs)
+    with pytest.raises(UnreachableError, match="no path"):
+        eng.route(pa, pb, barriers=Barriers.from_geodataframe(ring))
+    with pytest.raises(UnreachableError, match="destination"):
+        eng.route(pa, (pb[0] + 50_000, pb[1]))
+
+
+def test_osm_network_nearest_nodes_matches_networkx() -> None:
+    G = network.from_osm_xml(OSM_DIR / "guixi_jiangxi_center.osm", profile="drive")
+    eng = Engine.from_graph(G, weight="length_m")
+    nodes = list(G.nodes)
+    chosen = nodes[::40]
+    pts = gpd.GeoDataFrame(
+        {"id": [str(n) for n in chosen]},
+        geometry=[shapely.Point(G.nodes[n]["x"], G.nodes[n]["y"]) for n in chosen],
+        crs=eng.crs,
+    )
+    got = eng.nearest_nodes(eng.snap(pts), cutoff=1500.0)
+    exp = nx.multi_source_dijkstra_path_length(G, set(chosen), cutoff=1500.0, weight="length_m")
+    cost = got["cost"].to_numpy()
+    ref = np.array([exp.get(n, np.inf) for n in got.index])
+    assert np.allclose(cost, ref, atol=TOL, rtol=0) or np.array_equal(
+        np.isinf(cost), np.isinf(ref)
+    )
+    assert np.array_equal(np.isinf(cost), np.isinf(ref))
+    fin = np.isfinite(ref)
+    assert np.abs(cost[fin] - ref[fin]).max() < TOL
+
+
+def test_input_errors(walk) -> None:
+    eng = Engine.from_graph(walk)
+    other = Engine.from_graph(walk)
+    pts = _points(walk, 5, 13, "P")
+    s = other.snap(pts)
+    with pytest.raises(NetworkError, match="another engine"):
+        eng.nearest(s, s)
+    dup = pts.copy()
+    dup["id"] = ["a", "a", "b", "c", "d"]
+    with pytest.raises(LayerValidationError, match="record 'a': id must be unique"):
+        eng.snap(dup)
+    with pytest.raises(NetworkError, match="id_field 'code'"):
+        eng.snap(pts, id_field="code")
+    with pytest.raises(NetworkError, match="factor > 0"):
+        Barriers.from_geodataframe(pts, mode="scale")
+    with pytest.raises(NetworkError, match="weight 'cost'"):
+        Engine.from_graph(walk, weight="cost")

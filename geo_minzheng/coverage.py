@@ -460,6 +460,24 @@ class CoverageResult:
             pops.columns = ["常住人口", "60岁及以上人口"]
         return pops.join(wide).reset_index()
 
+    def unit_layer(
+        self, gdf_units: gpd.GeoDataFrame, kind: str, *, lang: str = "zh"
+    ) -> gpd.GeoDataFrame:
+        """The admin-unit polygons with :meth:`unit_table`'s columns (WGS84), for maps and APIs."""
+        table = self.unit_table(kind, lang=lang).drop(columns=["unit_name"])
+        units = gdf_units.to_crs(4326)[["adcode", "name", "geometry"]].copy()
+        units["adcode"] = units["adcode"].astype(str)
+        out = units.merge(table, left_on="adcode", right_on="unit", how="left")
+        return gpd.GeoDataFrame(out.drop(columns=["unit"]), geometry="geometry", crs=4326)
+
+
+def _check_time_engine(engine: Any) -> None:
+    """Breaks are minutes: the engine must minimise travel time in seconds."""
+    weight = getattr(engine, "weight", "time_s")
+    if weight != "time_s":
+        msg = f"coverage needs an engine with weight='time_s' (seconds), got weight={weight!r}"
+        raise ValueError(msg)
+
 
 def _engine_speed(engine: Any) -> tuple[float | None, str | None, str]:
     """The walking speed, profile and cost attribute the engine's network was built with."""
@@ -539,6 +557,7 @@ def analyze(
         Points farther from a road than this are reported in ``not_snapped``, never dropped.
     """
     _check_demand(gdf_demand)
+    _check_time_engine(engine)
     breaks = sorted({float(b) for b in breaks_min})
     if not breaks or breaks[0] <= 0:
         msg = f"breaks_min must be positive minutes, got {list(breaks_min)}"

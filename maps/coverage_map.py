@@ -20,8 +20,8 @@ from maps import render
 _BAND_COLOURS = ("#238443", "#78c679", "#c2e699", "#ffffcc")
 #: Demand shaded by time to the nearest facility: within each break, then beyond the last one.
 _TIME_COLOURS = ("#1a9850", "#91cf60", "#fee08b", "#d73027")
-_GAP_STYLE = {"color": "#67000d", "fillColor": "#ef3b2c", "fillOpacity": 0.35, "weight": 1.5}
-_SITE_STYLE = {"color": "#000000", "fillColor": "#6a3d9a", "radius": 9, "weight": 2}
+_GAP_STYLE = {"color": "#54278f", "fillColor": "#9e9ac8", "fillOpacity": 0.3, "weight": 1.5}
+_SITE_STYLE = {"color": "#000000", "fillColor": "#ffd92f", "radius": 9, "weight": 2}
 
 _TEXT = {
     "title": ("15分钟养老服务圈覆盖分析", "15-minute eldercare service circle coverage"),
@@ -180,7 +180,6 @@ def coverage_map(
                 style={"color": colour, "fillColor": colour, "fillOpacity": 0.35, "weight": 0.5},
             )
             legend.append(render.LegendItem(name, colour, "polygon", colour, 0.5))
-    _demand_layers(m, result, kind, breaks, lang, legend)
     gaps = result.gaps[result.gaps["kind"] == kind]
     if len(gaps):
         shown = gpd.GeoDataFrame(
@@ -196,6 +195,7 @@ def coverage_map(
         )
         name = _t("gaps", lang, b=f"{gaps['break_min'].iloc[0]:g}")
         render.add_layer(m, shown, kind=None, title=name, lang=lang, style=_GAP_STYLE)
+    _demand_layers(m, result, kind, breaks, lang, legend)
     if len(fac):
         render.add_layer(
             m,

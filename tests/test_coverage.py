@@ -150,10 +150,70 @@ def test_summarize_units_and_hierarchy() -> None:
 
 
 def _demo_layers() -> dict[str, gpd.GeoDataFrame]:
-    if not DEMO_GPKG.exists():
-        pytest.skip("layers/data/changchun_demo.gpkg not generated yet (H2's scenario)")
-    read = lambda name: gpd.read_file(DEMO_GPKG, layer=name)  # noqa: E731
-    return {n: read(n) for n in ("demand", "eldercare", "service_rooms", "districts")}
+    """H2's demo layers when generated, else small seeded layers on the real roads/districts."""
+    if DEMO_GPKG.exists():
+        read = lambda name: gpd.read_file(DEMO_GPKG, layer=name)  # noqa: E731
+        return {n: read(n) for n in ("demand", "eldercare", "service_rooms", "districts")}
+    return _seeded_layers()
+
+
+def _seeded_layers(seed: int = 4) -> dict[str, gpd.GeoDataFrame]:
+    from geo_minzheng import crs as gm_crs
+
+    rng = np.random.default_rng(seed)
+    names = pd.read_csv(DEMO_DATA / "admin_codes" / "areas_changchun.csv", dtype=str)
+    names = dict(zip(names["code"], names["name"], strict=True))
+    parts = []
+    for code in ("220102", "220103", "220104", "220105", "220106"):
+        # the file's coordinates are GCJ-02 (see layers/data/README.md)
+        g = gpd.read_file(CHANGCHUN / "districts_gcj02" / f"{code}.geojson")
+        g = gm_crs.to_wgs84(g, "GCJ-02")
+        parts.append(g.assign(adcode=code, name=names[code], level="district"))
+    districts = pd.concat(parts, ignore_index=True)[["adcode", "name", "level", "geometry"]]
+    districts = gpd.GeoDataFrame(districts, geometry="geometry", crs=4326)
+    roads = gpd.read_file(CHANGCHUN / "roads_osm.geojson")
+    lines = roads.geometry.to_numpy()
+
+    def along(n: int, prefix: str) -> gpd.GeoDataFrame:
+        pick = rng.integers(0, len(lines), size=n)
+        pts = shapely.line_interpolate_point(lines[pick], rng.uniform(0, 1, n), normalized=True)
+        return gpd.GeoDataFrame(
+            {"id": [f"{prefix}{i:04d}" for i in range(n)]}, geometry=pts, crs=4326
+        )
+
+    demand = along(800, "DM")
+    demand["population"] = rng.integers(50, 900, size=len(demand))
+    demand["aged_60_plus"] = (demand["population"] * rng.uniform(0.15, 0.3, len(demand))).astype(
+        int
+    )
+    demand["households"] = (demand["population"] / 2.6).round().astype(int)
+    joined = gpd.sjoin(demand, districts[["adcode", "geometry"]], predicate="within")
+    demand = joined.drop(columns=["index_right"]).rename(columns={"adcode": "admin_code"})
+    demand = demand[~demand.index.duplicated()].reset_index(drop=True)
+    eldercare = along(60, "EC")
+    eldercare["category"] = rng.choice(
+        ["home_care_center", "day_care_center", "nursing_home"], size=60
+    )
+    eldercare["beds"] = rng.integers(0, 150, size=60)
+    eldercare["floor_area_m2"] = rng.uniform(200, 3000, size=60).round(1)
+    eldercare["status"] = "open"
+    eldercare = gpd.sjoin(eldercare, districts[["adcode", "geometry"]], predicate="within")
+    eldercare = eldercare.drop(columns=["index_right"]).rename(columns={"adcode": "admin_code"})
+    eldercare = eldercare[~eldercare.index.duplicated()].reset_index(drop=True)
+    rooms = along(50, "SR")
+    rooms["name"] = [f"服务站{i}" for i in range(len(rooms))]
+    rooms["floor_area_m2"] = 300.0
+    rooms["status"] = rng.choice(["open", "closed"], size=len(rooms), p=[0.9, 0.1])
+    from geo_minzheng.kinds import DEMO_SCENARIO_LABEL
+
+    for gdf in (demand, eldercare, rooms):
+        gdf["source"] = DEMO_SCENARIO_LABEL  # generated records, like H2's scenario
+    return {
+        "demand": demand,
+        "eldercare": eldercare,
+        "service_rooms": rooms,
+        "districts": districts,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +303,7 @@ def test_demo_compliance(demo) -> None:
 
 def test_compliance_estimates_households_and_says_so(demo) -> None:
     layers, res = demo["layers"], demo["result"]
-    units = layers["districts"].drop(columns=["households"])
+    units = layers["districts"].drop(columns=["households"], errors="ignore")
     res2 = coverage.CoverageResult(
         res.demand.drop(columns=["households"]),
         res.table,
@@ -477,3 +537,16 @@ def test_facility_kinds_are_parameters_and_english_table(demo) -> None:
     assert "<td>Total</td>" in html
     for name in layers["districts"]["name"]:
         assert f"<td>{name}</td>" in html
+
+
+def test_unit_layer_and_time_engine_check(G, demo) -> None:
+    layers, res = demo["layers"], demo["result"]
+    lay = res.unit_layer(layers["districts"], "home_care_center")
+    assert lay.crs.to_epsg() == 4326 and len(lay) == len(layers["districts"])
+    t = res.table[(res.table["kind"] == "home_care_center") & (res.table["break_min"] == 15)]
+    share = t.set_index("unit")["share_aged_60_plus"]
+    for code, value in zip(lay["adcode"], lay["15分钟老年人覆盖率"], strict=True):
+        assert value == pytest.approx(share[code], nan_ok=True)  # nan: no demand in the unit
+    by_length = Engine.from_graph(G, weight="length_m")
+    with pytest.raises(ValueError, match="weight='time_s'.*got weight='length_m'"):
+        coverage.analyze(layers["demand"], demo["facilities"], by_length)

@@ -250,7 +250,8 @@ def _isochrone_tool(map_name: str, lang: str) -> str:
 <span id="gm-iso-status" style="background:#fff;font:12px sans-serif;padding:2px 6px"></span>
 </div>
 <script>
-(function() {{
+// folium defines the map in a script after </body>: wait until the whole page is parsed
+document.addEventListener("DOMContentLoaded", function() {{
   var map = {map_name}, active = false, layer = null, T = {json.dumps(text)};
   var colours = {colours};
   var button = document.getElementById("gm-iso"), status = document.getElementById("gm-iso-status");
@@ -279,7 +280,7 @@ def _isochrone_tool(map_name: str, lang: str) -> str:
       document.body.setAttribute("data-isochrones", String(n));
     }}).catch(function(err) {{ status.textContent = T.iso_fail + err; }});
   }});
-}})();
+}});
 </script>"""
 
 

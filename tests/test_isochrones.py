@@ -1,0 +1,197 @@
+"""Service-area polygons: geometric properties checked against networkx reachability."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import networkx as nx
+import numpy as np
+import pytest
+import shapely
+from shapely.ops import substring
+
+from geo_minzheng import network
+from geo_minzheng._errors import NetworkError
+from geo_minzheng.engine import Barriers, Engine
+from geo_minzheng.isochrones import service_areas
+from tests.conftest import CHANGCHUN
+
+BUFFER_M = 40.0
+CELL_M = BUFFER_M / 2  # the default grid cell
+
+
+@pytest.fixture(scope="module")
+def walk() -> nx.MultiDiGraph:
+    return network.from_road_layer(gpd.read_file(CHANGCHUN / "roads_osm.geojson"), profile="walk")
+
+
+@pytest.fixture(scope="module")
+def engine(walk) -> Engine:
+    return Engine.from_graph(walk)
+
+
+def _at_nodes(G: nx.MultiDiGraph, nodes: list) -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(
+        {"id": [f"F{n}" for n in nodes]},
+        geometry=[shapely.Point(G.nodes[n]["x"], G.nodes[n]["y"]) for n in nodes],
+        crs=G.graph["crs"],
+    )
+
+
+def _reachable_pieces(G, source, brk: float) -> tuple[list, list]:
+    """Reachable edge parts (networkx Dijkstra) and the edges not reached at all."""
+    dist = nx.single_source_dijkstra_path_length(G, source, cutoff=brk, weight="time_s")
+    reached, unreached = [], []
+    for u, v, d in G.edges(data=True):
+        du = dist.get(u, np.inf)
+        dv = dist.get(v, np.inf)
+        g = d["geometry"]
+        if du < brk:
+            r = min(1.0, (brk - du) / d["time_s"])
+            reached.append(substring(g, 0, r * g.length))
+        elif dv >= brk:
+            unreached.append(g)
+    return reached, unreached
+
+
+@pytest.fixture(scope="module")
+def facilities(walk) -> list:
+    nodes = list(walk.nodes)
+    return [nodes[300], nodes[1000], nodes[1700]]
+
+
+@pytest.fixture(scope="module")
+def disks(engine, walk, facilities) -> gpd.GeoDataFrame:
+    return service_areas(
+        engine, engine.snap(_at_nodes(walk, facilities)), breaks=(300, 600, 900)
+    )
+
+
+def test_every_reachable_edge_part_is_inside(walk, disks, facilities) -> None:
+    for n in facilities:
+        for brk in (300.0, 900.0):
+            row = disks[(disks["facility_id"] == f"F{n}") & (disks["break"] == brk)]
+            poly = row.geometry.iloc[0]
+            reached, _ = _reachable_pieces(walk, n, brk)
+            assert len(reached) > 20
+            # the contour is interpolated on the grid: allow one cell at the break's very end
+            grown = poly.buffer(CELL_M)
+            assert all(grown.covers(p) for p in reached)
+            # and nearly all of the reachable length lies inside the polygon itself
+            total = sum(p.length for p in reached)
+            inside = sum(p.intersection(poly).length for p in reached)
+            assert inside / total > 0.99
+
+
+def test_no_fringe_over_unreachable_roads(walk, disks, facilities) -> None:
+    for n in facilities:
+        row = disks[(disks["facility_id"] == f"F{n}") & (disks["break"] == 900.0)]
+        poly = row.geometry.iloc[0]
+        reached, unreached = _reachable_pieces(walk, n, 900.0)
+        reach_union = shapely.union_all(reached)
+        far = [g for g in unreached if g.distance(reach_union) > BUFFER_M + 2 * CELL_M]
+        assert len(far) > 100
+        assert not any(poly.intersects(g) for g in far)
+
+
+def test_disks_nested_and_rings_disjoint(engine, walk, facilities, disks) -> None:
+    rings = service_areas(
+        engine, engine.snap(_at_nodes(walk, facilities)), breaks=(300, 600, 900), rings=True
+    )
+    for n in facilities:
+        d = disks[disks["facility_id"] == f"F{n}"].geometry.to_numpy()
+        r = rings[rings["facility_id"] == f"F{n}"].geometry.to_numpy()
+        assert d[0].area < d[1].area < d[2].area
+        assert d[0].difference(d[1]).area < 1.0 and d[1].difference(d[2]).area < 1.0
+        for i in range(3):
+            for j in range(i + 1, 3):
+                assert r[i].intersection(r[j]).area < 1.0
+        assert shapely.union_all(r).area == pytest.approx(d[2].area, rel=1e-3)
+        assert r[0].area == pytest.approx(d[0].area, rel=1e-6)
+        assert all(g.is_valid for g in r) and all(g.is_valid for g in d)
+
+
+def test_dissolve_covers_each_facility(engine, walk, facilities, disks) -> None:
+    merged = service_areas(
+        engine, engine.snap(_at_nodes(walk, facilities)), breaks=(300, 600, 900), dissolve=True
+    )
+    assert list(merged["break"]) == [300.0, 600.0, 900.0]
+    assert merged["facility_id"].isna().all()
+    for brk, poly in zip(merged["break"], merged.geometry, strict=True):
+        each = disks[disks["break"] == brk].geometry
+        assert shapely.union_all(each.to_numpy()).difference(poly).area < 1.0
+    assert disks.crs.equals(engine.crs)
+
+
+def test_polygon_barrier_area_is_excluded(engine, walk, facilities) -> None:
+    n = facilities[1]
+    x, y = walk.nodes[n]["x"], walk.nodes[n]["y"]
+    flood = shapely.Point(x + 350, y).buffer(200)
+    barriers = Barriers.from_geodataframe(gpd.GeoDataFrame(geometry=[flood], crs=engine.crs))
+    pts = engine.snap(_at_nodes(walk, [n]))
+    free = service_areas(engine, pts, breaks=(900,)).geometry.iloc[0]
+    cut = service_areas(engine, pts, breaks=(900,), barriers=barriers).geometry.iloc[0]
+    assert free.intersection(flood).area > 0.5 * flood.area
+    assert cut.intersection(flood).area < 1.0
+    assert cut.area < free.area
+
+
+def _square_network(with_inside: bool) -> nx.MultiDiGraph:
+    """A 1 km square ring road; optionally a street grid inside joined by one link."""
+    x0, y0 = 445_000.0, 4_861_000.0
+    lines = [
+        [(x0, y0), (x0 + 1000, y0)],
+        [(x0 + 1000, y0), (x0 + 1000, y0 + 1000)],
+        [(x0 + 1000, y0 + 1000), (x0, y0 + 1000)],
+        [(x0, y0 + 1000), (x0, y0 + 500), (x0, y0)],
+    ]
+    if with_inside:
+        lines.append([(x0, y0 + 500), (x0 + 300, y0 + 500)])  # the only way in
+        lines += [
+            [(x0 + 300, y0 + 300), (x0 + 300, y0 + 500), (x0 + 300, y0 + 700)],
+            [(x0 + 300, y0 + 700), (x0 + 700, y0 + 700)],
+            [(x0 + 700, y0 + 700), (x0 + 700, y0 + 300)],
+            [(x0 + 700, y0 + 300), (x0 + 300, y0 + 300)],
+        ]
+    gdf = gpd.GeoDataFrame(
+        {"id": [str(i) for i in range(len(lines))], "fclass": "residential"},
+        geometry=[shapely.LineString(c) for c in lines],
+        crs="EPSG:4551",
+    )
+    return network.from_road_layer(gdf, profile="walk")
+
+
+def test_enclosed_block_is_filled_only_when_surrounded_by_reached_streets() -> None:
+    G = _square_network(with_inside=False)
+    eng = Engine.from_graph(G, weight="length_m")
+    fac = eng.snap_xy([445_000.0], [4_861_000.0])
+    centre = shapely.Point(445_500, 4_861_500)
+    full = service_areas(eng, fac, breaks=(1500.0, 4100.0))
+    assert not full.geometry.iloc[0].contains(centre)  # 3 of 4 km reached: not enclosed
+    assert full.geometry.iloc[1].contains(centre)  # the whole ring reached: block filled
+    assert full.geometry.iloc[1].area == pytest.approx((1000 + 2 * BUFFER_M) ** 2, rel=0.02)
+
+
+def test_hole_where_a_block_is_unreachable() -> None:
+    G = _square_network(with_inside=True)
+    eng = Engine.from_graph(G, weight="length_m")
+    fac = eng.snap_xy([445_000.0], [4_861_000.0])
+    inner = shapely.Point(445_700, 4_861_500)
+    open_ = service_areas(eng, fac, breaks=(6000.0,)).geometry.iloc[0]
+    assert open_.contains(inner)
+    gate = gpd.GeoDataFrame(geometry=[shapely.Point(445_150, 4_861_500)], crs="EPSG:4551")
+    closed = service_areas(
+        eng, fac, breaks=(6000.0,), barriers=Barriers.from_geodataframe(gate)
+    ).geometry.iloc[0]
+    assert not closed.contains(inner)
+    assert sum(len(p.interiors) for p in getattr(closed, "geoms", [closed])) >= 1
+    assert closed.contains(shapely.Point(445_500, 4_861_000))  # the ring road itself
+
+
+def test_bad_breaks() -> None:
+    G = _square_network(with_inside=False)
+    eng = Engine.from_graph(G, weight="length_m")
+    fac = eng.snap_xy([445_000.0], [4_861_000.0])
+    with pytest.raises(NetworkError, match="breaks must be positive, finite and increasing"):
+        service_areas(eng, fac, breaks=(600, 300))
+    with pytest.raises(NetworkError, match="buffer_m"):
+        service_areas(eng, fac, buffer_m=0)

@@ -43,6 +43,22 @@ _MESSAGES = {
     "layer": ("GeoPackage 图层名或 Excel 工作表名", "GeoPackage layer or workbook sheet"),
     "host": ("监听地址（默认 127.0.0.1）", "Host to listen on (default 127.0.0.1)"),
     "port": ("端口（默认 8000）", "Port (default 8000)"),
+    "coverage": (
+        "养老服务圈覆盖分析：覆盖率、缺口、达标情况与新增选址",
+        "Eldercare service-circle coverage: shares, gaps, compliance and new sites",
+    ),
+    "breaks": ("步行时间阈值（分钟，逗号分隔，默认 5,10,15）", "Walking-time breaks in minutes"),
+    "cov_kind": ("地图与选址所用的设施类型", "Facility kind to map and site"),
+    "sites": ("新增选址数量 k（0 表示不选址）", "Number of new sites k (0: no siting)"),
+    "bad_breaks": (
+        "--breaks 应为正数列表，如 5,10,15，实际为 {value!r}",
+        "--breaks must be positive numbers such as 5,10,15, got {value!r}",
+    ),
+    "coverage_done": (
+        "覆盖分析完成，用时 {seconds:.1f} 秒。",
+        "Coverage finished in {seconds:.1f} s.",
+    ),
+    "output": ("{name}：{path}", "{name}: {path}"),
     "demo_start": ("开始运行演示，输出目录：{out}", "Running the demo into {out}"),
     "demo_done": ("演示完成，用时 {seconds:.1f} 秒。", "Demo finished in {seconds:.1f} s."),
     "demo_map": ("地图：{path}", "Map: {path}"),
@@ -114,9 +130,21 @@ def build_parser(lang: str = "zh") -> argparse.ArgumentParser:
     serve.add_argument("--catalog", type=Path, default=None, help=h("catalog"))
     serve.set_defaults(func=cmd_serve)
 
-    # Analyses join here as subcommands, one add_parser + set_defaults(func=...) each, e.g.
-    #   coverage = sub.add_parser("coverage", ...)   # geo_minzheng.coverage (H5), wired by the lead
-    #   coverage.set_defaults(func=cmd_coverage)
+    cov = sub.add_parser(
+        "coverage", help=h("coverage"), description=h("coverage"), parents=[common]
+    )
+    cov.add_argument("--out", type=Path, default=Path("out"), help=h("out"))
+    cov.add_argument("--catalog", type=Path, default=None, help=h("catalog"))
+    cov.add_argument("--breaks", default="5,10,15", help=h("breaks"))
+    cov.add_argument(
+        "--kind",
+        default="home_care_center",
+        choices=("home_care_center", "day_care_center", "community_service_room"),
+        help=h("cov_kind"),
+    )
+    cov.add_argument("--sites", type=int, default=5, help=h("sites"))
+    cov.set_defaults(func=cmd_coverage)
+    # Further analyses (shelters, relief, boundaries) join here the same way.
     return parser
 
 
@@ -151,6 +179,37 @@ def cmd_demo(args: argparse.Namespace, lang: str) -> int:
             md=(out / "summary.md").resolve(),
         )
     )
+    return EXIT_OK
+
+
+def _parse_breaks(value: str) -> tuple[float, ...] | None:
+    """``"5,10,15"`` -> (5.0, 10.0, 15.0); None when any part is not a positive number."""
+    try:
+        breaks = tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        return None
+    return breaks if breaks and all(b > 0 for b in breaks) else None
+
+
+def cmd_coverage(args: argparse.Namespace, lang: str) -> int:
+    """Run the coverage analysis on the catalog's layers and print where the outputs are."""
+    from geo_minzheng import demo
+
+    breaks = _parse_breaks(args.breaks)
+    if breaks is None:
+        _err(_msg("bad_breaks", lang, value=args.breaks))
+        return EXIT_USAGE
+    names = ("layers", "validate", "network", "coverage", "coverage_map", "summary")
+    steps = [step for step in demo.DEMO_STEPS if step.name in names]
+    options = {"breaks_min": breaks, "kind": args.kind, "new_sites": args.sites}
+    out = Path(args.out)
+    _out(_msg("demo_start", lang, out=out.resolve()))
+    state = demo.run_demo(
+        out, lang=lang, catalog_path=args.catalog, steps=steps, progress=_out, options=options
+    )
+    _out(_msg("coverage_done", lang, seconds=state.timings_s["total"]))
+    for name, path in state.outputs.items():
+        _out(_msg("output", lang, name=name, path=Path(path).resolve()))
     return EXIT_OK
 
 

@@ -62,6 +62,10 @@ class DemoState:
     summary: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     generated: list[Path] = field(default_factory=list)
+    #: options of the analysis steps (breaks, facility kind to map, number of new sites)
+    options: dict[str, Any] = field(default_factory=dict)
+    #: analysis results by step name (e.g. "coverage": CoverageResult)
+    results: dict[str, Any] = field(default_factory=dict)
 
     def t(self, zh: str, en: str) -> str:
         """``zh`` or ``en`` by the state's language."""
@@ -146,10 +150,117 @@ def _step_network(state: DemoState) -> None:
     }
 
 
-# Analyses join here, before the map, one DemoStep each (the lead wires them), e.g.
-#   DemoStep("coverage", "养老服务圈覆盖分析", "Eldercare coverage", _step_coverage),
-# where _step_coverage calls geo_minzheng.coverage on state.layers/state.G, adds its result
-# layers to state.layers (so the map shows them) and its numbers to state.summary["coverage"].
+def _step_coverage(state: DemoState) -> None:
+    """15-minute service circles: coverage, gaps, compliance and new sites (geo_minzheng.coverage).
+
+    Writes coverage_table.csv, coverage_compliance.csv, coverage_sites.csv and coverage.gpkg, and
+    adds the numbers to the summary. Needs the network step and eldercare + demand layers.
+    """
+    from geo_minzheng import coverage, engine, io, siting
+
+    found_demand = state.layer_of_kind("demand")
+    found_care = state.layer_of_kind("eldercare_center")
+    found_rooms = state.layer_of_kind("community_service_room")
+    if state.G is None or found_demand is None or found_care is None:
+        return
+    gdf_demand, gdf_care = found_demand[1], found_care[1]
+    gdf_rooms = found_rooms[1] if found_rooms is not None else gdf_care.iloc[0:0]
+    units = state.layer_of_kind("admin_unit")
+    gdf_units = units[1] if units is not None else None
+    breaks_min = tuple(state.options.get("breaks_min", (5, 10, 15)))
+    eng = engine.Engine.from_graph(state.G, weight="time_s")
+    facilities = coverage.facility_kinds(gdf_care, gdf_rooms)
+    result = coverage.analyze(
+        gdf_demand, facilities, eng, breaks_min=breaks_min, gdf_units=gdf_units
+    )
+    state.results["coverage"] = result
+    state.results["engine"] = eng
+    state.results["facilities"] = facilities
+    out = state.out_dir
+    result.table.to_csv(out / "coverage_table.csv", index=False, encoding="utf-8-sig")
+    state.outputs["coverage_table"] = out / "coverage_table.csv"
+    summary: dict[str, Any] = {
+        "breaks_min": list(breaks_min),
+        "walk_speed_mps": float(state.G.graph["walk_speed_mps"]),
+        "totals": _coverage_totals(result),
+        "gaps": int(len(result.gaps)),
+        "not_snapped": int(len(result.not_snapped)),
+    }
+    layers_out = {"demand_times": result.demand, "gaps": result.gaps}
+    if gdf_units is not None:
+        table = coverage.compliance(result, gdf_units, gdf_care, province="jilin")
+        table.to_csv(out / "coverage_compliance.csv", index=False, encoding="utf-8-sig")
+        state.outputs["coverage_compliance"] = out / "coverage_compliance.csv"
+        summary["compliance_rows"] = int(len(table))
+        summary["compliance_met"] = int(table["met"].astype(bool).sum()) if "met" in table else None
+    k = int(state.options.get("new_sites", 5))
+    map_kind = state.options.get("kind", "home_care_center")
+    if k > 0 and len(gdf_rooms) and map_kind in facilities:
+        sited = siting.maximal_covering(
+            gdf_demand, gdf_rooms, eng, k=k, gdf_existing=facilities[map_kind], break_min=15
+        )
+        state.results["sites"] = sited
+        sited.sites.drop(columns="geometry").to_csv(
+            out / "coverage_sites.csv", index=False, encoding="utf-8-sig"
+        )
+        state.outputs["coverage_sites"] = out / "coverage_sites.csv"
+        layers_out["proposed_sites"] = sited.sites
+        summary["siting"] = {
+            "kind": map_kind,
+            "candidates": state.options.get(
+                "candidates_layer", found_rooms[0] if found_rooms else ""
+            ),
+            "k": k,
+            "chosen": [str(i) for i in sited.sites["id"]],
+            "newly_covered_aged_60_plus": float(sited.objective),
+            "before_after": sited.summary.to_dict(orient="records"),
+        }
+    state.outputs["coverage_gpkg"] = io.write_gpkg(
+        {name: gdf for name, gdf in layers_out.items() if len(gdf)}, out / "coverage.gpkg"
+    )
+    summary["provenance"] = {k: str(v) for k, v in result.provenance.items()}
+    state.summary["coverage"] = summary
+
+
+def _coverage_totals(result: Any) -> list[dict[str, Any]]:
+    """Whole-area covered shares per kind and break, for the summary."""
+    total = result.table[result.table["unit"] == "total"]
+    return [
+        {
+            "kind": str(row.kind),
+            "break_min": float(row.break_min),
+            "population": int(row.population),
+            "aged_60_plus": int(row.aged_60_plus),
+            "covered_population": int(row.covered_population),
+            "covered_aged_60_plus": int(row.covered_aged_60_plus),
+            "share_population": round(float(row.share_population), 4),
+            "share_aged_60_plus": round(float(row.share_aged_60_plus), 4),
+        }
+        for row in total.itertuples()
+    ]
+
+
+def _step_coverage_map(state: DemoState) -> None:
+    """The coverage map: service areas per break, demand by time, gaps, new sites, unit table."""
+    from maps import coverage_map, render
+
+    result = state.results.get("coverage")
+    if result is None:
+        return
+    sited = state.results.get("sites")
+    units = state.layer_of_kind("admin_unit")
+    m = coverage_map.coverage_map(
+        result,
+        state.results["engine"],
+        state.results["facilities"],
+        kind=state.options.get("kind", "home_care_center"),
+        gdf_units=units[1] if units is not None else None,
+        sites=sited.sites if sited is not None else None,
+        lang=state.lang,
+    )
+    state.outputs["coverage_map"] = render.save_html(
+        m, state.out_dir / "coverage_map.html", offline=True
+    )
 
 
 #: Layers the demo map opens on: the streets and what stands along them.
@@ -187,6 +298,8 @@ DEMO_STEPS: list[DemoStep] = [
     DemoStep("layers", "读取图层目录与图层", "Read the catalog and layers", _step_layers),
     DemoStep("validate", "校验全部图层", "Validate every layer", _step_validate),
     DemoStep("network", "构建老年人步行路网", "Build the elderly walking network", _step_network),
+    DemoStep("coverage", "养老服务圈覆盖分析", "Eldercare coverage analysis", _step_coverage),
+    DemoStep("coverage_map", "绘制覆盖分析地图", "Render the coverage map", _step_coverage_map),
     DemoStep("map", "绘制网页地图", "Render the web map", _step_map),
     DemoStep("summary", "汇总结果", "Summarise", _step_summary),
 ]
@@ -433,6 +546,7 @@ def summary_markdown(summary: dict[str, Any], *, lang: str = "zh") -> str:
                 f"CRS {net['crs']}.",
             )
         )
+    lines += _coverage_markdown(summary.get("coverage"), lang)
     lines += ["", f"## {t('耗时', 'Timing')}", ""]
     step_labels = summary.get("step_labels", {})
     for name, seconds in summary["timing_s"].items():
@@ -442,6 +556,56 @@ def summary_markdown(summary: dict[str, Any], *, lang: str = "zh") -> str:
     lines += ["", f"## {t('输出文件', 'Outputs')}", ""]
     lines += [f"- {k}: `{v}`" for k, v in summary["outputs"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _coverage_markdown(cov: dict[str, Any] | None, lang: str) -> list[str]:
+    """The coverage section of the summary report (empty when coverage did not run)."""
+    if not cov:
+        return []
+    from geo_minzheng.kinds import ELDERCARE_CATEGORIES, KINDS
+
+    def t(zh: str, en: str) -> str:
+        return zh if lang == "zh" else en
+
+    def kind_label(kind: str) -> str:
+        if kind in ELDERCARE_CATEGORIES:
+            return ELDERCARE_CATEGORIES[kind][0 if lang == "zh" else 1]
+        return KINDS[kind].label(lang) if kind in KINDS else kind
+
+    lines = ["", f"## {t('养老服务圈覆盖（步行）', 'Eldercare service circles (walking)')}", ""]
+    lines.append(
+        t(
+            f"步速 {cov['walk_speed_mps']} m/s，时间阈值 "
+            f"{'/'.join(f'{b:g}' for b in cov['breaks_min'])} 分钟；缺口区域 {cov['gaps']} 处。",
+            f"Walking speed {cov['walk_speed_mps']} m/s, breaks "
+            f"{'/'.join(f'{b:g}' for b in cov['breaks_min'])} min; {cov['gaps']} gap areas.",
+        )
+    )
+    lines += [
+        "",
+        f"| {t('设施类型', 'Facility kind')} | {t('分钟', 'Minutes')} | "
+        f"{t('覆盖人口占比', 'Population covered')} | {t('覆盖老年人占比', 'Aged 60+ covered')} |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in cov["totals"]:
+        lines.append(
+            f"| {kind_label(row['kind'])} | {row['break_min']:g} | "
+            f"{row['share_population']:.1%} | {row['share_aged_60_plus']:.1%} |"
+        )
+    siting = cov.get("siting")
+    if siting:
+        lines += [
+            "",
+            t(
+                f"新增 {siting['k']} 处{kind_label(siting['kind'])}（候选：社区综合服务设施）"
+                f"可新覆盖 60 岁及以上 {siting['newly_covered_aged_60_plus']:,.0f} 人："
+                f"{', '.join(siting['chosen'])}。",
+                f"{siting['k']} new {kind_label(siting['kind'])} sites (candidates: community "
+                f"service rooms) newly cover {siting['newly_covered_aged_60_plus']:,.0f} "
+                f"aged 60+: {', '.join(siting['chosen'])}.",
+            ),
+        ]
+    return lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,6 +620,7 @@ def run_demo(
     catalog_path: str | Path | None = None,
     steps: list[DemoStep] | None = None,
     progress: Callable[[str], None] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> DemoState:
     """Run the demo steps and write map.html, summary.json and summary.md into ``out_dir``.
 
@@ -471,6 +636,9 @@ def run_demo(
         The steps to run; default :data:`DEMO_STEPS`.
     progress
         Called with one line per finished step (the CLI prints them).
+    options
+        Options of the analysis steps: ``breaks_min`` (default (5, 10, 15)), ``kind`` (the
+        facility kind to map and site, default 'home_care_center'), ``new_sites`` (k, default 5).
 
     Returns
     -------
@@ -486,6 +654,7 @@ def run_demo(
         out_dir=out,
         lang=lang,
         catalog_path=Path(catalog_path) if catalog_path is not None else default_catalog(),
+        options=dict(options or {}),
     )
     state.summary.update(
         {

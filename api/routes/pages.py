@@ -260,11 +260,13 @@ document.addEventListener("DOMContentLoaded", function() {{
     status.textContent = active ? T.iso_hint : "";
     map.getContainer().style.cursor = active ? "crosshair" : "";
   }});
-  map.on("click", function(e) {{
-    if (!active) return;
+  // listen on the container (capture phase): feature layers stop clicks from reaching the map
+  map.getContainer().addEventListener("click", function(ev) {{
+    if (!active || ev.target.closest(".leaflet-control, .gm-titlebox")) return;
+    var latlng = map.mouseEventToLatLng(ev);
     status.textContent = T.iso_busy;
     fetch("/analysis/isochrone", {{method: "POST", headers: {{"Content-Type": "application/json"}},
-      body: JSON.stringify({{lon: e.latlng.lng, lat: e.latlng.lat}})}})
+      body: JSON.stringify({{lon: latlng.lng, lat: latlng.lat}})}})
     .then(function(r) {{ return r.json().then(function(b) {{ return [r.ok, b]; }}); }})
     .then(function(res) {{
       if (!res[0]) {{ status.textContent = T.iso_fail + (res[1].detail || ""); return; }}
@@ -279,7 +281,7 @@ document.addEventListener("DOMContentLoaded", function() {{
       status.textContent = n + " × " + T.iso_button;
       document.body.setAttribute("data-isochrones", String(n));
     }}).catch(function(err) {{ status.textContent = T.iso_fail + err; }});
-  }});
+  }}, true);
 }});
 </script>"""
 

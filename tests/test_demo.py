@@ -290,3 +290,62 @@ def test_map_in_browser_lists_layers_and_holds_converted_districts(run, chromium
     ).to_crs(WORKING_EPSG)
     dist_raw = shown_m.distance(raw.boundary.union_all())
     assert np.median(dist_raw) > 100.0  # the GCJ-02 offset (~250-350 m) is not on the map
+
+
+# --------------------------------------------------------------------------------------------
+# The coverage step: its summary against its own outputs, and its map in a browser
+# --------------------------------------------------------------------------------------------
+
+
+def test_coverage_summary_matches_the_per_point_times(run) -> None:
+    cov = run["summary"]["coverage"]
+    times = _read(run["out"] / "coverage.gpkg", "demand_times")
+    aged = times["aged_60_plus"].astype(float)
+    assert cov["breaks_min"] == [5, 10, 15]
+    assert {row["kind"] for row in cov["totals"]} == {
+        "home_care_center",
+        "day_care_center",
+        "community_service_room",
+    }
+    for row in cov["totals"]:
+        minutes = times[f"time_min_{row['kind']}"].astype(float)
+        covered = aged[minutes <= row["break_min"]].sum()
+        assert row["covered_aged_60_plus"] == int(covered)
+        assert row["share_aged_60_plus"] == pytest.approx(covered / aged.sum(), abs=1e-4)
+    # a wider break never covers fewer people
+    for kind in {row["kind"] for row in cov["totals"]}:
+        shares = [r["share_aged_60_plus"] for r in cov["totals"] if r["kind"] == kind]
+        assert shares == sorted(shares)
+
+
+def test_coverage_siting_adds_the_newly_covered_elderly(run) -> None:
+    siting = run["summary"]["coverage"]["siting"]
+    before, after = siting["before_after"]
+    assert len(siting["chosen"]) == siting["k"] == 5
+    gained = after["covered_aged_60_plus"] - before["covered_aged_60_plus"]
+    assert gained == pytest.approx(siting["newly_covered_aged_60_plus"])
+    assert gained > 0
+    sites = (run["out"] / "coverage_sites.csv").read_text(encoding="utf-8-sig")
+    assert all(site in sites for site in siting["chosen"])
+
+
+def test_coverage_map_in_browser(run, chromium) -> None:
+    driver = chromium
+    driver.get((run["out"] / "coverage_map.html").resolve().as_uri())
+    driver.implicitly_wait(5)
+    labels = " ".join(
+        e.get_attribute("textContent")
+        for e in driver.find_elements("css selector", ".leaflet-control-layers-overlays label")
+    )
+    for label in ("15分钟步行服务圈", "5分钟步行服务圈", "服务空白区", "建议新增选址"):
+        assert label in labels, (label, labels)
+    body = driver.find_element("css selector", "body").get_attribute("textContent")
+    for name in ("南关区", "宽城区", "朝阳区", "二道区"):
+        assert name in body  # the per-district table
+    errors = [e for e in browser_errors(driver) if "tile.openstreetmap.org" not in e]
+    assert errors == []
+
+
+def test_coverage_command_rejects_bad_breaks(capsys) -> None:
+    assert cli.main(["coverage", "--breaks", "5,abc"]) == cli.EXIT_USAGE
+    assert "--breaks" in capsys.readouterr().err

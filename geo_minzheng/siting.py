@@ -8,6 +8,8 @@ matrix from layers on the network engine and report coverage before and after.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +55,23 @@ def _as_csc(a: Any) -> sparse.csc_matrix:
     return m
 
 
+def _new_highs() -> highspy.Highs:
+    """A HiGHS instance, without the licence banner HiGHS writes to stdout when it is created.
+
+    The banner comes from C++ before any option can be set, so file descriptor 1 itself is
+    pointed at /dev/null for the constructor (CLI output and JSON on stdout stay clean).
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            return highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _solve(
     cost: np.ndarray,
     lower: np.ndarray,
@@ -66,7 +85,7 @@ def _solve(
     time_limit_s: float | None,
 ) -> tuple[np.ndarray, float, str]:
     """Solve one MILP with HiGHS from column-wise sparse arrays; raise unless optimal."""
-    h = highspy.Highs()
+    h = _new_highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("mip_rel_gap", 0.0)
     h.setOptionValue("mip_abs_gap", 0.0)

@@ -15,9 +15,11 @@ road's speed on a drive network; for ``length_m`` it is the distance itself). Po
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import geopandas as gpd
 import networkx as nx
@@ -287,7 +289,7 @@ class Engine:
         if problems:
             raise NetworkError("; ".join(problems))
         self._base = self._csr(self.cost)
-        self._segments: tuple[np.ndarray, ...] | None = None
+        self._segments: tuple[Any, ...] | None = None
         self._vertices: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._rasters: dict[float, tuple[float, float, np.ndarray]] = {}
         self._barrier_cache: dict[int, tuple[object, np.ndarray]] = {}
@@ -303,10 +305,8 @@ class Engine:
             msg = "graph has no 'crs' in G.graph; build it with geo_minzheng.network"
             raise NetworkError(msg)
         node_ids = np.array(list(G.nodes), dtype=object)
-        try:
+        with contextlib.suppress(TypeError, ValueError):  # OSM ids are ints; keep others as-is
             node_ids = node_ids.astype(np.int64)
-        except (TypeError, ValueError):
-            pass
         pos = {n: i for i, n in enumerate(G.nodes)}
         xs = np.array([d["x"] for _, d in G.nodes(data=True)], dtype=float)
         ys = np.array([d["y"] for _, d in G.nodes(data=True)], dtype=float)
@@ -362,22 +362,39 @@ class Engine:
         return sparse.csr_matrix((c, v, indptr), shape=(self.n_nodes, self.n_nodes))
 
     # ---------------------------------------------------------------- segments and snapping
-    def _segment_index(self) -> tuple[np.ndarray, ...]:
-        """Street segments: one canonical geometry per pair of twin edges, and a spatial index."""
+    def _segment_index(self) -> tuple[Any, ...]:
+        """Street segments: one canonical geometry per pair of twin edges, and a spatial index.
+
+        Twins (``u -> v`` and ``v -> u`` over the same line) are recognised by their canonical
+        end nodes, vertex count, length and vertex-coordinate sums (to the millimetre), all
+        from one pass over the coordinates: no per-geometry serialisation.
+        """
         if self._segments is None:
             geoms = self.geometry
-            first = shapely.get_coordinates(shapely.get_point(geoms, 0))
-            last = shapely.get_coordinates(shapely.get_point(geoms, -1))
-            second = shapely.get_coordinates(shapely.get_point(geoms, 1))
-            penult = shapely.get_coordinates(shapely.get_point(geoms, -2))
-            a, b = np.where((first == last).all(axis=1)[:, None], (second, penult), (first, last))
+            coords, idx = shapely.get_coordinates(geoms, return_index=True)
+            counts = np.bincount(idx, minlength=len(geoms))
+            start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            end = start + counts - 1
+            first, last = coords[start], coords[end]
+            second, penult = coords[np.minimum(start + 1, end)], coords[np.maximum(end - 1, 0)]
+            closed = (first == last).all(axis=1)[:, None]
+            a, b = np.where(closed, second, first), np.where(closed, penult, last)
             flip = (a[:, 0] > b[:, 0]) | ((a[:, 0] == b[:, 0]) & (a[:, 1] > b[:, 1]))
-            canon = np.where(flip, shapely.reverse(geoms), geoms)
-            seg_of_edge, uniques = pd.factorize(shapely.to_wkb(canon))
-            n_seg = len(uniques)
-            rep = np.full(n_seg, -1)
-            rep[seg_of_edge[::-1]] = np.arange(len(geoms))[::-1]
-            seg_geom = canon[rep]
+            sums = np.add.reduceat(coords, start, axis=0) if len(coords) else np.empty((0, 2))
+            keys = np.column_stack(
+                [
+                    np.where(flip, self.v, self.u),
+                    np.where(flip, self.u, self.v),
+                    counts,
+                    np.round(shapely.length(geoms) * 1000),
+                    np.round(sums * 1000),
+                ]
+            ).astype(np.int64)
+            _, rep, seg_of_edge = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+            seg_of_edge = seg_of_edge.ravel()
+            n_seg = len(rep)
+            seg_geom = geoms[rep].copy()
+            seg_geom[flip[rep]] = shapely.reverse(seg_geom[flip[rep]])
             order = np.argsort(seg_of_edge, kind="stable")
             ptr = np.concatenate([[0], np.cumsum(np.bincount(seg_of_edge, minlength=n_seg))])
             tree = shapely.STRtree(seg_geom)
@@ -715,17 +732,40 @@ class Engine:
     def _trees(
         self, graph: sparse.csr_matrix, starts: np.ndarray, cutoff: float | None
     ) -> sparse.csr_matrix:
-        """Sparse bounded shortest-path trees from ``starts`` (chunked to bound memory)."""
+        """Sparse bounded shortest-path trees from ``starts``.
+
+        csgraph returns dense (sources x nodes) rows, which on a city graph is mostly ``inf``.
+        So one multi-source pass first finds every node within ``cutoff`` of *any* start; a
+        shortest path within the cutoff never leaves that set, so the per-source trees are
+        computed exactly on the induced subgraph, in chunks that bound memory.
+        """
+        n = graph.shape[0]
         limit = np.inf if cutoff is None else float(cutoff)
-        blocks = []
-        chunk = _chunk(graph.shape[0])
-        for lo in range(0, len(starts), chunk):
-            d = csgraph.dijkstra(graph, indices=starts[lo : lo + chunk], limit=limit)
-            d[~np.isfinite(d)] = 0.0  # sparse drops them; reached nodes have cost >= _EPS_COST
-            blocks.append(sparse.csr_matrix(d))
-        if not blocks:
-            return sparse.csr_matrix((0, graph.shape[0]))
-        return sparse.vstack(blocks, format="csr")
+        if len(starts) == 0:
+            return sparse.csr_matrix((0, n))
+        keep = np.arange(n)
+        sub, pos = graph, np.asarray(starts)
+        if np.isfinite(limit):
+            d_any = csgraph.dijkstra(graph, indices=starts, min_only=True, limit=limit)
+            inside = np.flatnonzero(np.isfinite(d_any))
+            if len(inside) < 0.7 * n:
+                keep = inside
+                sub = graph[keep][:, keep]
+                pos = np.searchsorted(keep, starts)
+        rows, cols, vals = [], [], []
+        chunk = _chunk(len(keep))
+        for lo in range(0, len(pos), chunk):
+            d = csgraph.dijkstra(sub, indices=pos[lo : lo + chunk], limit=limit)
+            r, c = np.nonzero(np.isfinite(d))
+            rows.append(r + lo)
+            cols.append(keep[c])
+            vals.append(d[r, c])
+        out = sparse.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(len(starts), n),
+        )
+        out.eliminate_zeros()  # the access nodes themselves (cost 0); reached nodes cost > 0
+        return out
 
     def reach(self, sources: Snapped, *, cutoff: float, barriers: BarrierArg = None) -> Reach:
         """Bounded shortest-path trees of every source, kept sparse (for isochrones)."""
@@ -768,8 +808,7 @@ class Engine:
             oi.append(r + lo)
             di.append(c)
             cs.append(d[r, c])
-        cat = lambda parts: np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-        return ODMatrix(origins.ids, destinations.ids, cat(oi), cat(di), cat(cs).astype(float))
+        return ODMatrix(origins.ids, destinations.ids, _cat(oi), _cat(di), _cat(cs).astype(float))
 
     def route(
         self,
@@ -797,8 +836,8 @@ class Engine:
                 f"road, more than max_snap_m={max_snap_m}"
             )
             raise UnreachableError(msg)
-        o = Snapped(*(getattr(pts, f)[:1] for f in _SNAP_ARRAYS), pts.too_far, id(self))
-        d = Snapped(*(getattr(pts, f)[1:] for f in _SNAP_ARRAYS), pts.too_far, id(self))
+        o = _subset(pts, slice(0, 1))
+        d = _subset(pts, slice(1, 2))
         cost = self.edge_costs(barriers)
         graph, pnodes, anodes, virt = self._augment([o, d], cost)
         dist, pred = csgraph.dijkstra(graph, indices=int(anodes[0][0]), return_predecessors=True)
@@ -848,6 +887,15 @@ class Engine:
 
 
 _SNAP_ARRAYS = ("ids", "xy", "snapped_xy", "segment", "offset_m", "access_m", "access_cost")
+
+
+def _subset(pts: Snapped, rows: slice) -> Snapped:
+    """Some rows of a Snapped set."""
+    return dataclasses.replace(pts, **{f: getattr(pts, f)[rows] for f in _SNAP_ARRAYS})
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
 def _dedupe(coords: np.ndarray) -> np.ndarray:

@@ -67,7 +67,8 @@ def _reached_samples(
     xy = np.concatenate([xy, facilities.xy, facilities.snapped_xy])
     c = np.concatenate([c, np.zeros(len(facilities)), facilities.access_cost])
     owner = np.concatenate([f_rep[piece], np.arange(len(facilities)), np.arange(len(facilities))])
-    return xy, c, owner
+    keep = c <= cutoff  # e.g. an access leg longer than the largest break
+    return xy[keep], c[keep], owner[keep]
 
 
 def _disk(radius_cells: int) -> np.ndarray:
@@ -98,9 +99,7 @@ def _surface(
     # enclosed road-free areas (blocks) take the highest cost of the cells around them
     labels, n_lab = ndimage.label(~near_road)
     if n_lab:
-        border = np.unique(
-            np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-        )
+        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
         ring = ndimage.grey_dilation(labels, size=(3, 3)) * near_road
         fill = ndimage.maximum(grid, labels=ring, index=np.arange(1, n_lab + 1))
         fill = np.asarray(fill, dtype=float)
@@ -125,9 +124,10 @@ def _contours(
     out = []
     lower = -1.0
     for b in breaks:
-        points, offsets = gen.filled(lower if rings else -1.0, float(b))
+        filled = gen.filled(lower if rings else -1.0, float(b))
+        points, offsets = filled[0], filled[1]
         lower = float(b)
-        out.append(_polygons(points, offsets))
+        out.append(_polygons(points, offsets))  # type: ignore[arg-type]
     return out
 
 
@@ -196,16 +196,19 @@ def service_areas(
     n_fac = len(facilities)
     base_cell = float(cell_m) if cell_m else buffer_m / 2.0
     reach = engine.reach(facilities, cutoff=float(brk[-1]), barriers=barriers)
-    xy, cost, owner = _reached_samples(engine, reach, facilities, float(brk[-1]), base_cell / 2)
+    xy, cost, owner = _reached_samples(engine, reach, facilities, float(brk[-1]), 0.75 * base_cell)
     groups = np.zeros(len(owner), dtype=np.int64) if dissolve else owner
     n_groups = 1 if dissolve else n_fac
-    order = np.lexsort((-cost, groups))
+    # by group, then by decreasing cost (one float key sorts faster than a two-key lexsort)
+    order = np.argsort(groups + (1.0 - cost / (2.0 * float(brk[-1]) + 1.0)) * 0.5)
     ptr = np.concatenate([[0], np.cumsum(np.bincount(groups, minlength=n_groups))])
     lo = np.full((n_groups, 2), np.inf)
     hi = np.full((n_groups, 2), -np.inf)
-    if len(groups):
-        np.minimum.at(lo, groups, xy)
-        np.maximum.at(hi, groups, xy)
+    present = np.flatnonzero(ptr[1:] > ptr[:-1])
+    if len(present):
+        xy_sorted = xy[order]
+        lo[present] = np.minimum.reduceat(xy_sorted, ptr[present], axis=0)
+        hi[present] = np.maximum.reduceat(xy_sorted, ptr[present], axis=0)
     margin = 2 * buffer_m
     lo -= margin
     hi += margin
@@ -230,7 +233,9 @@ def service_areas(
     # contour parts may touch at a saddle point; repair only those (rare)
     invalid = ~shapely.is_valid(polys)
     if invalid.any():
-        polys[invalid] = shapely.make_valid(polys[invalid], method="structure", keep_collapsed=False)
+        polys[invalid] = shapely.make_valid(
+            polys[invalid], method="structure", keep_collapsed=False
+        )
     cut = _closing_polygons(engine, barriers)
     if cut is not None:
         polys = shapely.difference(polys, cut)

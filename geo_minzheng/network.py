@@ -1,4 +1,4 @@
-"""Walk and drive street networks from an OSM XML file or a road-line layer, with speeds and a cache.
+"""Walk and drive networks from an OSM XML file or a road-line layer, with speeds and a cache.
 
 Every network leaves this module as a ``networkx.MultiDiGraph`` in the city's working CRS
 (:func:`geo_minzheng.crs.working_crs`): nodes carry ``x``/``y``; edges carry ``length_m``,
@@ -109,7 +109,7 @@ def allowed(highway: np.ndarray, profile: Profile) -> np.ndarray:
 
 
 def _parse_maxspeed(values: np.ndarray) -> np.ndarray:
-    """Speed limits in km/h from OSM ``maxspeed`` strings or numbers (mph converted); NaN if none."""
+    """Speed limits, km/h, from OSM ``maxspeed`` strings or numbers (mph converted); NaN if none."""
     out = np.full(len(values), np.nan)
     for i, raw in enumerate(values):  # one value per road, not per node: a few thousand at most
         value = raw[0] if isinstance(raw, list) and raw else raw
@@ -130,7 +130,7 @@ def speeds_mps(
     walk_speed_mps: float,
     drive_speeds_kmh: Mapping[str, float] | None = None,
 ) -> np.ndarray:
-    """Travel speed of each edge: the walking speed, or maxspeed / the class default when driving."""
+    """Speed of each edge: the walking speed, or maxspeed / the class default when driving."""
     if profile == "walk":
         return np.full(len(highway), float(walk_speed_mps))
     table = {**DRIVE_SPEED_KMH, **(drive_speeds_kmh or {})}

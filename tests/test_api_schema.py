@@ -5,12 +5,14 @@ operation so the test takes seconds."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 
 from tests.test_api_support import (  # noqa: F401 - fixtures
@@ -20,6 +22,13 @@ from tests.test_api_support import (  # noqa: F401 - fixtures
     fresh_store,
     make_settings,
     seed_store,
+)
+
+#: FastAPI silences this pydantic warning with warnings.catch_warnings(), which is not thread-safe:
+#: while the app serves requests in other threads, the test's "error" filter can be restored in
+#: the middle of FastAPI's block and turn the silenced warning into a 500. Ignore just that one.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::pydantic.warnings.UnsupportedFieldAttributeWarning"
 )
 
 
@@ -50,9 +59,10 @@ def test_no_server_errors(live_url: str) -> None:
     paths = {op.path for op in operations}
     assert {"/collections/{collection_id}/items", "/analysis/isochrone", "/jobs/{job_id}"} <= paths
     statuses: list[int] = []
-    for operation in operations:
+    modes = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+    for operation, mode in itertools.product(operations, modes):
 
-        @given(case=operation.as_strategy())
+        @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck),
                   database=None)  # fmt: skip
         def check(case) -> None:
@@ -64,6 +74,10 @@ def test_no_server_errors(live_url: str) -> None:
             )
             statuses.append(response.status_code)
 
-        check()
-    assert len(statuses) >= 3 * len(operations)  # the requests really went out
-    assert max(statuses) < 500 and {200, 400, 404} <= set(statuses)
+        try:
+            check()
+        except Unsatisfiable:
+            # an operation without parameters or body has no invalid request to generate
+            assert mode is schemathesis.GenerationMode.NEGATIVE
+    assert len(statuses) >= 6 * len(operations)  # the requests really went out
+    assert max(statuses) < 500 and {200, 400, 404, 422} <= set(statuses)

@@ -61,9 +61,7 @@ def facilities(walk) -> list:
 
 @pytest.fixture(scope="module")
 def disks(engine, walk, facilities) -> gpd.GeoDataFrame:
-    return service_areas(
-        engine, engine.snap(_at_nodes(walk, facilities)), breaks=(300, 600, 900)
-    )
+    return service_areas(engine, engine.snap(_at_nodes(walk, facilities)), breaks=(300, 600, 900))
 
 
 def test_every_reachable_edge_part_is_inside(walk, disks, facilities) -> None:

@@ -6,7 +6,6 @@ import time
 
 import geopandas as gpd
 import networkx as nx
-import numpy as np
 import osmnx as ox
 import pytest
 import shapely
@@ -126,7 +125,7 @@ def test_geofabrik_T_is_against_digitised_direction() -> None:
     G = network.from_road_layer(lines, profile="drive")
     assert G.number_of_edges() == 4
     to_work = gpd.GeoSeries(lines.geometry, crs="EPSG:4326").to_crs(G.graph["crs"])
-    digitised = {way: line for way, line in zip(lines["id"], to_work, strict=True)}
+    digitised = dict(zip(lines["id"], to_work, strict=True))
     for _, _, d in G.edges(data=True):
         assert d["geometry"].coords[0] == pytest.approx(digitised[d["way_id"]].coords[-1])
     lines["oneway"] = "F"

@@ -168,7 +168,8 @@ def postgis_server() -> Iterator[str]:
 _DB_COUNTER = iter(range(10**6))
 
 
-def _new_database(base: str) -> str:
+def new_database(base: str) -> str:
+    """A fresh database with PostGIS (from the template) on the test cluster; its URL."""
     import psycopg
 
     name = f"gm_t{os.getpid()}_{next(_DB_COUNTER)}"
@@ -182,7 +183,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty store URL on each backend."""
     if request.param == "gpkg":
         return f"gpkg://{tmp_path / 'store.gpkg'}"
-    return _new_database(request.getfixturevalue("postgis_server"))
+    return new_database(request.getfixturevalue("postgis_server"))
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Routers of the API: OGC API – Features, analyses, web map pages."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import shapely.geometry
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from shapely.geometry import mapping
 
 from api.auth import Editor, KeyedViewer, Principal, Viewer
 from api.errors import ApiProblem
@@ -29,7 +31,7 @@ from api.models import (
 )
 from api.state import AppState, State
 from geo_minzheng._errors import LayerValidationError
-from geo_minzheng.store import VERSION_COLUMN, Record
+from geo_minzheng.store import LayerInfo, Record
 
 router = APIRouter()
 
@@ -110,8 +112,8 @@ def conformance() -> Conformance:
     return Conformance(conformsTo=CONFORMANCE)
 
 
-def _collection(request: Request, state: AppState, layer_id: str) -> Collection:
-    info = state.store.layer(layer_id)
+def _collection(request: Request, state: AppState, info: LayerInfo) -> Collection:
+    layer_id = info.id
     meta = state.meta(layer_id)
     kind = state.store.kind_of(layer_id)
     items = _url(request, "items", collection_id=layer_id)
@@ -148,7 +150,7 @@ def _collection(request: Request, state: AppState, layer_id: str) -> Collection:
 def collections(request: Request, state: State, _: Viewer) -> Collections:
     return Collections(
         links=[Link(href=_url(request, "collections"), rel="self", type="application/json")],
-        collections=[_collection(request, state, info.id) for info in state.store.list_layers()],
+        collections=[_collection(request, state, info) for info in state.store.list_layers()],
     )
 
 
@@ -164,7 +166,7 @@ def collections(request: Request, state: State, _: Viewer) -> Collections:
 def collection(
     collection_id: CollectionId, request: Request, state: State, _: Viewer
 ) -> Collection:
-    return _collection(request, state, collection_id)
+    return _collection(request, state, state.store.layer(collection_id))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -215,13 +217,23 @@ def _feature(record: Record, id_field: str, request: Request, layer_id: str) -> 
     )
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item"):  # numpy scalar
-        value = value.item()
-        return None if isinstance(value, float) and not math.isfinite(value) else value
-    return value
+def _feature_dict(record: Record, id_field: str, request: Request, layer_id: str) -> dict:
+    """A GeoJSON feature as a plain dict (items pages skip model validation: they are large)."""
+    base = str(request.base_url).rstrip("/")
+    return {
+        "type": "Feature",
+        "id": record.fid,
+        "geometry": None if record.geometry is None else mapping(record.geometry),
+        "properties": {id_field: record.fid, **record.properties},
+        "version": record.version,
+        "links": [
+            {
+                "href": f"{base}/collections/{layer_id}/items/{quote(record.fid, safe='')}",
+                "rel": "self",
+                "type": GEOJSON,
+            },  # fmt: skip
+        ],
+    }
 
 
 def _page_link(request: Request, rel: str, offset: int, limit: int) -> Link:
@@ -269,20 +281,10 @@ def items(
         filters = store.coerce_filters(collection_id, raw)
     except LayerValidationError as exc:
         raise ApiProblem(400, str(exc)) from None
-    gdf, total = store.features(
+    records, total = store.records(
         collection_id, bbox=box, filters=filters, limit=limit, offset=offset
     )
-    features = []
-    columns = [c for c in gdf.columns if c not in (VERSION_COLUMN, gdf.geometry.name)]
-    for row, geom, version in zip(
-        gdf[columns].to_dict(orient="records"), gdf.geometry.values, gdf[VERSION_COLUMN],
-        strict=True,
-    ):  # fmt: skip
-        props = {k: _clean(v) for k, v in row.items()}
-        props = {k: v for k, v in props.items() if v is not None or k == kind.id_field}
-        record = Record(collection_id, str(row[kind.id_field]), int(version), props, geom)
-        record.properties.pop(kind.id_field, None)
-        features.append(_feature(record, kind.id_field, request, collection_id))
+    features = [_feature_dict(r, kind.id_field, request, collection_id) for r in records]
     links = [
         Link(href=str(request.url), rel="self", type=GEOJSON),
         Link(
@@ -295,14 +297,15 @@ def items(
         links.append(_page_link(request, "next", offset + limit, limit))
     if offset > 0:
         links.append(_page_link(request, "prev", max(0, offset - limit), limit))
-    body = FeatureCollection(
-        features=features,
-        numberMatched=total,
-        numberReturned=len(features),
-        timeStamp=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        links=links,
-    )
-    return GeoJSONResponse(body.model_dump(exclude_none=True))
+    body = {
+        "type": "FeatureCollection",
+        "features": features,
+        "numberMatched": total,
+        "numberReturned": len(features),
+        "timeStamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "links": [link.model_dump(exclude_none=True) for link in links],
+    }
+    return GeoJSONResponse(body)
 
 
 def _etag(version: int) -> str:

@@ -2,7 +2,7 @@
 
 The method is the one Valhalla's isochrone service uses: a cost surface on a fine grid, then
 filled contours at each break. For a facility, the reachable part of every edge (cut where the
-largest break runs out) is sampled every half cell with the cost at each sample; a cell takes
+largest break runs out) is sampled every 3/4 cell with the cost at each sample; a cell takes
 the least cost of any reached road within ``buffer_m`` (the strip of land a street serves).
 Cells with no road at all within ``buffer_m`` that are enclosed (city blocks) take the *highest*
 cost of the roads around them, so a block is inside a break only once every street around it is
@@ -11,8 +11,10 @@ unreachable, which makes holes where blocks are cut off and keeps polygons off u
 Contours of one surface are nested by construction (disks), and bands between breaks are
 disjoint (rings). Closing polygon barriers are also cut out.
 
-This costs a few milliseconds per facility (numpy, scipy.ndimage and contourpy's compiled
-marching squares), where buffering and merging the edge geometry with GEOS costs tens.
+The facilities' windows are packed as tiles onto shared canvases (gaps keep them apart), so
+each canvas costs one call of each compiled routine (numpy, scipy.ndimage, contourpy's marching
+squares) instead of one per facility: about 2 ms per facility on Changchun, where buffering and
+merging each facility's edge geometry with GEOS cost 15-60 ms.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from geo_minzheng._errors import NetworkError
 from geo_minzheng.engine import BarrierArg, Barriers, Engine, Reach, Snapped
 
 _BIG = 1e300
+#: Cells per canvas of packed facility windows (bounds memory to ~100 MB per canvas).
+_CANVAS_CELLS = 6_000_000
 
 
 def _reached_samples(
@@ -76,76 +80,86 @@ def _disk(radius_cells: int) -> np.ndarray:
     return (r[:, None] ** 2 + r[None, :] ** 2) <= radius_cells**2
 
 
-def _surface(
-    xy: np.ndarray,
-    cost: np.ndarray,
-    road: np.ndarray,
-    x0: float,
-    y0: float,
-    cell: float,
-    shape: tuple[int, int],
-    footprint: np.ndarray,
-) -> np.ndarray:
-    """The cost surface of one facility (or of all, dissolved) on a grid; _BIG = unreachable."""
-    ny, nx_ = shape
-    grid = np.full(shape, _BIG)
-    ix = np.clip(((xy[:, 0] - x0) / cell).round().astype(np.int64), 0, nx_ - 1)
-    iy = np.clip(((xy[:, 1] - y0) / cell).round().astype(np.int64), 0, ny - 1)
-    grid[iy, ix] = cost  # samples come sorted by decreasing cost: the least cost is written last
+def _surface(grid: np.ndarray, road: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """Cost surface from sampled costs (``grid``, _BIG elsewhere) and the road cells.
+
+    Every cell takes the least cost within the footprint (``buffer_m``); road-free areas
+    enclosed by roads (blocks) take the highest cost of the cells around them; road-free areas
+    that reach the canvas border (open land, the gaps between tiles) stay _BIG.
+    """
     grid = ndimage.grey_erosion(grid, footprint=footprint, mode="constant", cval=_BIG)
-    road = road.copy()
-    road[iy, ix] = True
     near_road = ndimage.binary_dilation(road, structure=footprint)
-    # enclosed road-free areas (blocks) take the highest cost of the cells around them
     labels, n_lab = ndimage.label(~near_road)
     if n_lab:
         border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
         ring = ndimage.grey_dilation(labels, size=(3, 3)) * near_road
-        fill = ndimage.maximum(grid, labels=ring, index=np.arange(1, n_lab + 1))
-        fill = np.asarray(fill, dtype=float)
-        fill[border[border > 0] - 1] = _BIG
+        on_ring = ring > 0
+        fill = np.full(n_lab + 1, -np.inf)
+        np.maximum.at(fill, ring[on_ring], grid[on_ring])
+        fill[np.isneginf(fill)] = _BIG  # an area whose ring was all claimed by a neighbour
+        fill[border] = _BIG  # label 0 (not a road-free area) is never looked up
         lab_cells = labels > 0
-        grid[lab_cells] = fill[labels[lab_cells] - 1]
+        grid[lab_cells] = fill[labels[lab_cells]]
     return grid
 
 
-def _contours(
-    grid: np.ndarray, x0: float, y0: float, cell: float, breaks: np.ndarray, rings: bool
-) -> list[shapely.Geometry]:
-    """Filled contours of a cost surface: disks (cost <= break) or bands between breaks."""
+def _canvas_polygons(
+    grid: np.ndarray,
+    tile_id: np.ndarray,
+    shift: np.ndarray,
+    cell: float,
+    breaks: np.ndarray,
+    rings: bool,
+    n_tiles: int,
+) -> np.ndarray:
+    """Filled contours of a canvas of tiles, as ``(n_tiles, n_breaks)`` MultiPolygons.
+
+    Contours are traced in cell units; each polygon belongs to the tile under its first
+    vertex and is moved to world coordinates by that tile's ``shift`` (world = cell * canvas
+    + shift).
+    """
     ny, nx_ = grid.shape
     gen = contourpy.contour_generator(
-        x0 + cell * np.arange(nx_),
-        y0 + cell * np.arange(ny),
+        np.arange(nx_, dtype=float),
+        np.arange(ny, dtype=float),
         np.minimum(grid, 1e30),
         fill_type="OuterOffset",
         name="serial",
     )
-    out = []
+    out = np.empty((n_tiles, len(breaks)), dtype=object)
+    out[:] = shapely.MultiPolygon()
     lower = -1.0
-    for b in breaks:
+    for bi, b in enumerate(breaks):
         filled = gen.filled(lower if rings else -1.0, float(b))
-        points, offsets = filled[0], filled[1]
         lower = float(b)
-        out.append(_polygons(points, offsets))  # type: ignore[arg-type]
+        # OuterOffset: per polygon, its points and ring offsets (never None for this fill type)
+        points: list[np.ndarray] = list(filled[0])  # type: ignore[arg-type]
+        offsets: list[np.ndarray] = list(filled[1])  # type: ignore[arg-type]
+        if not points:
+            continue
+        n_rings = np.array([len(o) - 1 for o in offsets])
+        n_pts = np.array([len(p) for p in points])
+        xy = np.concatenate(points)
+        first = np.array([p[0] for p in points])
+        tile = tile_id[
+            np.clip(np.round(first[:, 1]).astype(np.int64), 0, ny - 1),
+            np.clip(np.round(first[:, 0]).astype(np.int64), 0, nx_ - 1),
+        ]
+        poly_of_pt = np.repeat(np.arange(len(points)), n_pts)
+        xy = xy * cell + shift[tile[poly_of_pt]]
+        ring_starts = np.concatenate(
+            [o[:-1] + base for o, base in zip(offsets, np.cumsum(n_pts) - n_pts, strict=True)]
+        )
+        ring_of_pt = np.searchsorted(ring_starts, np.arange(len(xy)), side="right") - 1
+        ring_geoms = shapely.linearrings(xy, indices=ring_of_pt)
+        polys = shapely.polygons(ring_geoms, indices=np.repeat(np.arange(len(points)), n_rings))
+        ok = tile >= 0
+        order = np.argsort(tile[ok], kind="stable")
+        t_sorted = tile[ok][order]
+        present = np.unique(t_sorted)
+        multi = shapely.multipolygons(polys[ok][order], indices=np.searchsorted(present, t_sorted))
+        out[present, bi] = multi
     return out
-
-
-def _polygons(points: list[np.ndarray], offsets: list[np.ndarray]) -> shapely.Geometry:
-    """contourpy OuterOffset output (one outer ring + holes per polygon) as a MultiPolygon."""
-    if not points:
-        return shapely.MultiPolygon()
-    rings_xy, ring_idx, poly_idx = [], [], []
-    n_ring = 0
-    for p, (pts, off) in enumerate(zip(points, offsets, strict=True)):
-        counts = np.diff(off)
-        rings_xy.append(pts)
-        ring_idx.append(np.repeat(np.arange(n_ring, n_ring + len(counts)), counts))
-        poly_idx.append(np.full(len(counts), p))
-        n_ring += len(counts)
-    rings = shapely.linearrings(np.concatenate(rings_xy), indices=np.concatenate(ring_idx))
-    polys = shapely.polygons(rings, indices=np.concatenate(poly_idx))
-    return shapely.MultiPolygon(list(polys))
 
 
 def service_areas(
@@ -199,8 +213,7 @@ def service_areas(
     xy, cost, owner = _reached_samples(engine, reach, facilities, float(brk[-1]), 0.75 * base_cell)
     groups = np.zeros(len(owner), dtype=np.int64) if dissolve else owner
     n_groups = 1 if dissolve else n_fac
-    # by group, then by decreasing cost (one float key sorts faster than a two-key lexsort)
-    order = np.argsort(groups + (1.0 - cost / (2.0 * float(brk[-1]) + 1.0)) * 0.5)
+    order = np.argsort(groups, kind="stable")  # samples come nearly grouped: a fast merge sort
     ptr = np.concatenate([[0], np.cumsum(np.bincount(groups, minlength=n_groups))])
     lo = np.full((n_groups, 2), np.inf)
     hi = np.full((n_groups, 2), -np.inf)
@@ -215,21 +228,45 @@ def service_areas(
     has = np.isfinite(lo[:, 0])
     cell = base_cell
     gx0, gy0, roads = engine.road_raster(cell)
-    footprint = _disk(max(1, int(round(buffer_m / cell))))
+    radius = max(1, int(round(buffer_m / cell)))
+    footprint = _disk(radius)
     polys = np.empty((n_groups, len(brk)), dtype=object)
     polys[:] = shapely.MultiPolygon()
-    for g in np.flatnonzero(has):
-        # windows are aligned on the network's road raster
-        i0, j0 = np.floor((lo[g] - (gx0, gy0)) / cell).astype(np.int64)
-        i1, j1 = np.ceil((hi[g] - (gx0, gy0)) / cell).astype(np.int64) + 1
-        road = np.zeros((j1 - j0, i1 - i0), dtype=bool)
-        rj0, ri0 = max(j0, 0), max(i0, 0)
-        rj1, ri1 = min(j1, roads.shape[0]), min(i1, roads.shape[1])
-        road[rj0 - j0 : rj1 - j0, ri0 - i0 : ri1 - i0] = roads[rj0:rj1, ri0:ri1]
-        x0, y0 = gx0 + i0 * cell, gy0 + j0 * cell
-        sel = order[ptr[g] : ptr[g + 1]]
-        grid = _surface(xy[sel], cost[sel], road, x0, y0, cell, road.shape, footprint)
-        polys[g] = _contours(grid, x0, y0, cell, brk, rings)
+    # windows aligned on the network's road raster, packed as tiles on shared canvases so that
+    # each canvas costs one call of each compiled routine instead of one per facility
+    todo = np.flatnonzero(has)
+    i0 = np.floor((lo[todo, 0] - gx0) / cell).astype(np.int64)
+    j0 = np.floor((lo[todo, 1] - gy0) / cell).astype(np.int64)
+    i1 = np.ceil((hi[todo, 0] - gx0) / cell).astype(np.int64) + 1
+    j1 = np.ceil((hi[todo, 1] - gy0) / cell).astype(np.int64) + 1
+    gap = radius + 2
+    start = 0
+    while start < len(todo):
+        stop, cells = start, 0
+        while stop < len(todo) and (stop == start or cells < _CANVAS_CELLS):
+            cells += (i1[stop] - i0[stop] + gap) * (j1[stop] - j0[stop] + gap)
+            stop += 1
+        tiles = np.arange(start, stop)
+        polys[todo[tiles]] = _run_canvas(
+            tiles,
+            i0,
+            j0,
+            i1,
+            j1,
+            gap,
+            roads,
+            gx0,
+            gy0,
+            cell,
+            xy,
+            cost,
+            groups,
+            todo,
+            footprint,
+            brk,
+            rings,
+        )
+        start = stop
     # contour parts may touch at a saddle point; repair only those (rare)
     invalid = ~shapely.is_valid(polys)
     if invalid.any():
@@ -249,6 +286,68 @@ def service_areas(
         geometry=polys.ravel(),
         crs=engine.crs,
     )
+
+
+def _run_canvas(
+    tiles: np.ndarray,
+    i0: np.ndarray,
+    j0: np.ndarray,
+    i1: np.ndarray,
+    j1: np.ndarray,
+    gap: int,
+    roads: np.ndarray,
+    gx0: float,
+    gy0: float,
+    cell: float,
+    xy: np.ndarray,
+    cost: np.ndarray,
+    groups: np.ndarray,
+    todo: np.ndarray,
+    footprint: np.ndarray,
+    brk: np.ndarray,
+    rings: bool,
+) -> np.ndarray:
+    """Pack some facility windows on one canvas (shelves, ``gap`` cells apart) and contour it."""
+    w = i1[tiles] - i0[tiles]
+    h = j1[tiles] - j0[tiles]
+    width = int(max(w.max(), np.sqrt(float(((w + gap) * (h + gap)).sum())))) + 2 * gap
+    ox = np.empty(len(tiles), dtype=np.int64)
+    oy = np.empty(len(tiles), dtype=np.int64)
+    x, y, shelf = gap, gap, 0
+    for k in range(len(tiles)):  # shelf packing: a few hundred tiles, plain arithmetic
+        if x + w[k] + gap > width:
+            x, y, shelf = gap, y + shelf + gap, 0
+        ox[k], oy[k] = x, y
+        x += w[k] + gap
+        shelf = max(shelf, int(h[k]))
+    height = int(y + shelf + gap)
+    grid = np.full((height, width), _BIG)
+    road = np.zeros((height, width), dtype=bool)
+    tile_id = np.full((height, width), -1, dtype=np.int64)
+    local = np.full(len(todo), -1, dtype=np.int64)
+    local[tiles] = np.arange(len(tiles))
+    for k, t in enumerate(tiles):
+        rj0, ri0 = max(j0[t], 0), max(i0[t], 0)
+        rj1, ri1 = min(j1[t], roads.shape[0]), min(i1[t], roads.shape[1])
+        if rj1 > rj0 and ri1 > ri0:
+            road[
+                oy[k] + rj0 - j0[t] : oy[k] + rj1 - j0[t], ox[k] + ri0 - i0[t] : ox[k] + ri1 - i0[t]
+            ] = roads[rj0:rj1, ri0:ri1]
+        tile_id[oy[k] : oy[k] + h[k], ox[k] : ox[k] + w[k]] = k
+    # samples of these tiles (groups -> position in todo -> tile)
+    pos_of_group = np.full(int(groups.max()) + 1 if len(groups) else 0, -1, dtype=np.int64)
+    pos_of_group[todo] = np.arange(len(todo))
+    k_of = local[pos_of_group[groups]]
+    sel = np.flatnonzero(k_of >= 0)
+    k = k_of[sel]
+    t = tiles[k]
+    cx = np.clip(np.round((xy[sel, 0] - gx0) / cell).astype(np.int64) - i0[t], 0, w[k] - 1) + ox[k]
+    cy = np.clip(np.round((xy[sel, 1] - gy0) / cell).astype(np.int64) - j0[t], 0, h[k] - 1) + oy[k]
+    np.minimum.at(grid.ravel(), cy * width + cx, cost[sel])  # least cost per cell
+    road[cy, cx] = True
+    grid = _surface(grid, road, footprint)
+    shift = np.column_stack([gx0 + (i0[tiles] - ox) * cell, gy0 + (j0[tiles] - oy) * cell])
+    return _canvas_polygons(grid, tile_id, shift, cell, brk, rings, len(tiles))
 
 
 def _closing_polygons(engine: Engine, barriers: BarrierArg) -> shapely.Geometry | None:

@@ -69,7 +69,8 @@ class LayerKind:
         for spec in self.fields:
             if spec.name == name:
                 return spec
-        raise UnknownIdError(f"layer kind '{self.name}' has no field '{name}'")
+        msg = f"layer kind '{self.name}' has no field '{name}'"
+        raise UnknownIdError(msg)
 
 
 def _id(label_zh: str = "编号") -> FieldSpec:

@@ -486,7 +486,10 @@ class Engine:
             )
         geoms = gdf.geometry.to_crs(self.crs).to_numpy()
         empty = shapely.is_empty(geoms) | shapely.is_missing(geoms)
-        pts = np.where(shapely.get_type_id(geoms) == 0, geoms, shapely.point_on_surface(geoms))
+        pts = geoms.copy()
+        other = ~empty & (shapely.get_type_id(geoms) != 0)
+        if other.any():
+            pts[other] = shapely.point_on_surface(geoms[other])
         pts[empty] = shapely.Point()
         return self._snap_points(ids, pts, empty, max_snap_m)
 
@@ -494,7 +497,13 @@ class Engine:
         self, ids: np.ndarray, pts: np.ndarray, empty: np.ndarray, max_snap_m: float
     ) -> Snapped:
         seg_of_edge, flip, seg_geom, order, ptr, tree = self._segment_index()
-        ok = np.flatnonzero(~empty)
+        # a point outside the working CRS's domain (another continent) projects to inf
+        finite = np.zeros(len(ids), dtype=bool)
+        if len(ids):
+            xy_all = np.full((len(ids), 2), np.nan)
+            xy_all[~empty] = shapely.get_coordinates(pts[~empty])
+            finite = ~empty & np.isfinite(xy_all).all(axis=1)
+        ok = np.flatnonzero(finite)
         hit_in, hit_seg = tree.query_nearest(
             pts[ok], max_distance=max_snap_m, return_distance=False, all_matches=False
         )
@@ -506,11 +515,15 @@ class Engine:
         snapped = np.zeros(len(ids), dtype=bool)
         snapped[hit_pt] = True
         far = np.flatnonzero(~snapped)
-        far_dist = np.full(len(far), np.nan)
-        far_ok = ~empty[far]
-        if far_ok.any():
-            _, idx = tree.query_nearest(pts[far[far_ok]], all_matches=False)
-            far_dist[far_ok] = shapely.distance(pts[far[far_ok]], seg_geom[idx])
+        # empty geometry: NaN; no finite position (or no road at all): inf
+        far_dist = np.where(empty[far], np.nan, np.inf)
+        far_fin = np.flatnonzero(finite[far])
+        if len(far_fin):
+            q_in, idx = tree.query_nearest(pts[far[far_fin]], all_matches=False)
+            first = np.ones(len(q_in), dtype=bool)
+            first[1:] = q_in[1:] != q_in[:-1]
+            q_in, idx = q_in[first], idx[first]
+            far_dist[far_fin[q_in]] = shapely.distance(pts[far[far_fin[q_in]]], seg_geom[idx])
         too_far = pd.DataFrame({"id": ids[far], "distance_m": far_dist})
         seg = hit_seg
         p = pts[hit_pt]

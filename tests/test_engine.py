@@ -224,6 +224,32 @@ def test_snap_reports_far_points_and_adds_access_leg(walk) -> None:
     assert res.loc["near", "cost"] == pytest.approx(2 * s.access_cost[0], abs=TOL)
 
 
+def test_snap_far_away_and_unprojectable_points_are_reported_not_raised(walk) -> None:
+    # regression: a point in Africa projects to inf in the Changchun working CRS and crashed
+    eng = Engine.from_graph(walk)
+    s = eng.snap_xy([33.189], [-1.639], crs="EPSG:4326", max_snap_m=300)
+    assert len(s) == 0
+    assert list(s.too_far["id"]) == ["0"]
+    assert np.isinf(s.too_far["distance_m"].iloc[0])
+    # mixed: a near point, an unprojectable one and one 2 degrees away (finite, far)
+    nodes = list(walk.nodes(data=True))
+    lon, lat = (
+        gpd.GeoSeries([shapely.Point(nodes[0][1]["x"], nodes[0][1]["y"])], crs=eng.crs)
+        .to_crs(4326)
+        .iloc[0]
+        .coords[0]
+    )
+    s = eng.snap_xy([lon, 33.189, lon + 2.0], [lat, -1.639, lat], crs="EPSG:4326")
+    assert list(s.ids) == ["0"]
+    assert list(s.too_far["id"]) == ["1", "2"]
+    far = gpd.GeoSeries([shapely.Point(lon + 2.0, lat)], crs=4326).to_crs(eng.crs).iloc[0]
+    all_geoms = [d["geometry"] for _, _, d in walk.edges(data=True)]
+    exp = shapely.distance(all_geoms, far).min()
+    assert np.isinf(s.too_far["distance_m"].iloc[0])
+    assert s.too_far["distance_m"].iloc[1] == pytest.approx(exp, rel=1e-9)
+    assert exp > 100_000
+
+
 def test_od_matrix_matches_networkx(walk) -> None:
     eng = Engine.from_graph(walk)
     o_gdf, d_gdf = _points(walk, 8, 11, "O"), _points(walk, 40, 12, "D")

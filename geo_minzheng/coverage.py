@@ -513,10 +513,23 @@ def nearest_times(
     if len(fac.ids) == 0 or len(dem.ids) == 0:
         return out, far
     near = engine.nearest(fac, dem, cutoff=cutoff_s)
-    near.index = near.index.astype(str)
-    out.loc[near.index, "cost"] = near["cost"].to_numpy(dtype=float)
-    out.loc[near.index, "source_id"] = near["source_id"].to_numpy(dtype=object)
-    out.loc[out["cost"] > cutoff_s, ["source_id", "cost"]] = [None, np.inf]
+    near_ids = near.index.astype(str)
+    cost = near["cost"].to_numpy(dtype=float)
+    src = near["source_id"].to_numpy(dtype=object)
+    # snapped points keep the input order, so when all snapped no id lookup is needed
+    if len(near_ids) == len(ids) and (near_ids == ids.to_numpy()).all():
+        pos = np.arange(len(ids))
+    else:
+        pos = pd.Index(ids).get_indexer(near_ids)
+    all_cost = np.full(len(ids), np.inf)
+    all_src = np.full(len(ids), None, dtype=object)
+    within = cost <= cutoff_s
+    all_cost[pos[within]] = cost[within]
+    all_src[pos[within]] = src[within]
+    out = pd.DataFrame(
+        {"source_id": pd.Series(all_src, index=out.index, dtype=object), "cost": all_cost},
+        index=out.index,
+    )
     return out, far
 
 

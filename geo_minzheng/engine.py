@@ -4,9 +4,11 @@ The graph is exported once to arrays (directed edges ``u -> v`` with a cost, a l
 geometry) and a CSR matrix that :func:`scipy.sparse.csgraph.dijkstra` runs on in compiled code.
 This is the only module that maps layer IDs to graph indices (STYLE.md #7).
 
-Points (demand, facilities) are snapped to the nearest *edge*, not node: each snapped point
-becomes a virtual node that splits its edge(s) at the snapped position, so a point in the middle
-of a long block is reached through the block, in both directions where the street is two-way.
+Points (demand, facilities) are snapped to the nearest *edge*, not node, so a point in the
+middle of a long block is reached through the block, in both directions where the street is
+two-way. Nearest-facility queries add one start node per source, joined to its edge's end nodes,
+and read every target's cost off its own edge's end nodes afterwards (vectorised); OD matrices,
+bounded trees and routes split the edges at every point (virtual nodes).
 The access leg from the point to the road is added to every cost: its length times the cost per
 metre of the road it joins (for ``time_s`` that is the walking speed on a walk network and the
 road's speed on a drive network; for ``length_m`` it is the distance itself). Points farther than
@@ -290,9 +292,13 @@ class Engine:
             raise NetworkError("; ".join(problems))
         self._base = self._csr(self.cost)
         self._segments: tuple[Any, ...] | None = None
+        self._seg_len: np.ndarray | None = None
         self._vertices: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._rasters: dict[float, tuple[float, float, np.ndarray]] = {}
         self._barrier_cache: dict[int, tuple[object, np.ndarray]] = {}
+        self._point_cache: dict[int, tuple[Snapped, tuple[np.ndarray, ...]]] = {}
+        self._source_cache: dict[tuple[int, ...], tuple[tuple[object, ...], tuple[Any, ...]]] = {}
+        self._node_index: pd.Index | None = None
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -503,15 +509,7 @@ class Engine:
             xy_all = np.full((len(ids), 2), np.nan)
             xy_all[~empty] = shapely.get_coordinates(pts[~empty])
             finite = ~empty & np.isfinite(xy_all).all(axis=1)
-        ok = np.flatnonzero(finite)
-        hit_in, hit_seg = tree.query_nearest(
-            pts[ok], max_distance=max_snap_m, return_distance=False, all_matches=False
-        )
-        # one match per point (ties broken by the lowest segment index, deterministically)
-        hit_pt = ok[hit_in]
-        first = np.ones(len(hit_pt), dtype=bool)
-        first[1:] = hit_pt[1:] != hit_pt[:-1]
-        hit_pt, hit_seg = hit_pt[first], hit_seg[first]
+        hit_pt, hit_seg = self._nearest_segments(pts, np.flatnonzero(finite), max_snap_m)
         snapped = np.zeros(len(ids), dtype=bool)
         snapped[hit_pt] = True
         far = np.flatnonzero(~snapped)
@@ -545,6 +543,57 @@ class Engine:
             too_far=too_far,
             engine_id=id(self),
         )
+
+    def _nearest_segments(
+        self, pts: np.ndarray, ok: np.ndarray, max_snap_m: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest segment of each point ``pts[ok]`` within ``max_snap_m`` (sorted by point).
+
+        Most points lie near a road, so they are matched first in bulk: one index query of
+        small boxes around the points, then the exact distances of the candidate pairs, all
+        vectorised. A segment nearer than the box's half-width always meets the box, so a
+        best match within it is exact; only the points left over go on to the per-point
+        nearest-neighbour search (with ``max_distance``, which prunes the tree). Ties are
+        broken by the lowest segment index, deterministically.
+        """
+        _, _, seg_geom, _, _, tree = self._segment_index()
+        found_pt, found_seg = [], []
+        left = ok
+        for radius in sorted({min(r, max_snap_m) for r in (25.0, 100.0)}):
+            if len(left) == 0:
+                break
+            xy = shapely.get_coordinates(pts[left])
+            boxes = shapely.box(
+                xy[:, 0] - radius, xy[:, 1] - radius, xy[:, 0] + radius, xy[:, 1] + radius
+            )
+            a, b = tree.query(boxes)
+            d = shapely.distance(pts[left[a]], seg_geom[b])
+            near = d <= radius
+            a, b, d = a[near], b[near], d[near]
+            srt = np.lexsort((b, d, a))
+            a, b = a[srt], b[srt]
+            first = np.ones(len(a), dtype=bool)
+            first[1:] = a[1:] != a[:-1]
+            found_pt.append(left[a[first]])
+            found_seg.append(b[first])
+            done = np.zeros(len(left), dtype=bool)
+            done[a] = True
+            left = left[~done]
+        if len(left):
+            hit_in, hit_seg = tree.query_nearest(
+                pts[left], max_distance=max_snap_m, return_distance=False, all_matches=True
+            )
+            d = shapely.distance(pts[left[hit_in]], seg_geom[hit_seg])
+            srt = np.lexsort((hit_seg, d, hit_in))
+            hit_in, hit_seg = hit_in[srt], hit_seg[srt]
+            first = np.ones(len(hit_in), dtype=bool)
+            first[1:] = hit_in[1:] != hit_in[:-1]
+            found_pt.append(left[hit_in[first]])
+            found_seg.append(hit_seg[first])
+        pt = _cat(found_pt)
+        seg = _cat(found_seg)
+        srt = np.argsort(pt, kind="stable")
+        return pt[srt], seg[srt]
 
     def snap_xy(
         self,
@@ -683,6 +732,106 @@ class Engine:
         graph = (padded + extra).tocsr()
         return graph, point_nodes, access_nodes, virt
 
+    # ---------------------------------------------------------------- one-pass nearest
+    def _point_edges(self, pts: Snapped) -> tuple[np.ndarray, ...]:
+        """Every (point, directed edge of its segment) pair, and the points sorted by segment.
+
+        Returns point index, edge, fraction of the edge before the point (in the edge's own
+        direction), then the points' segments sorted and the sorting order. Cached per
+        Snapped object, so repeated queries with the same points pay for it once.
+        """
+        hit = self._point_cache.get(id(pts))
+        if hit is not None and hit[0] is pts:
+            return hit[1]
+        _, flip, _, order, ptr, _ = self._segment_index()
+        seg = pts.segment
+        p, e = _expand(seg, ptr, order)
+        frac = self._fraction(pts.offset_m[p], seg[p], e, flip)
+        srt = np.argsort(seg, kind="stable")
+        out = (p, e, frac, seg[srt], srt)
+        _remember(self._point_cache, id(pts), (pts, out), size=16)
+        return out
+
+    def _fraction(
+        self, offset_m: np.ndarray, seg: np.ndarray, e: np.ndarray, flip: np.ndarray
+    ) -> np.ndarray:
+        """Fraction of edge ``e`` before a point ``offset_m`` along segment ``seg``."""
+        frac = np.clip(offset_m / np.maximum(self._seg_length()[seg], 1e-12), 0.0, 1.0)
+        return np.where(flip[e], 1.0 - frac, frac)
+
+    def _seg_length(self) -> np.ndarray:
+        if self._seg_len is None:
+            self._seg_len = shapely.length(self._segment_index()[2])
+        return self._seg_len
+
+    def _source_graph(
+        self, sources: Snapped, barriers: BarrierArg
+    ) -> tuple[sparse.csr_matrix, np.ndarray]:
+        """The base CSR plus one start node per source, joined to its edge's end nodes.
+
+        A source at fraction ``f`` of edge ``u -> v`` reaches ``v`` at its access leg plus
+        ``(1 - f) * cost``; no edge is split (targets are read off their edges' end nodes
+        afterwards). Cached per (Snapped, barriers) so repeated queries skip the build.
+        """
+        items = (
+            ()
+            if barriers is None
+            else ((barriers,) if isinstance(barriers, Barriers) else tuple(barriers))
+        )
+        key = (id(sources), *map(id, items))
+        hit = self._source_cache.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], (sources, *items), strict=True)):
+            return hit[1]  # type: ignore[return-value]
+        cost = self.edge_costs(barriers)
+        p, e, frac, _, _ = self._point_edges(sources)
+        c = cost[e]
+        ok = np.isfinite(c)
+        p, e, frac, c = p[ok], e[ok], frac[ok], c[ok]
+        # a source exactly at the edge's start node also starts from that node
+        at_u = frac == 0.0
+        p = np.concatenate([p, p[at_u]])
+        w = np.maximum(
+            sources.access_cost[p] + np.concatenate([(1.0 - frac) * c, np.zeros(at_u.sum())]),
+            _EPS_COST,
+        )
+        col = np.concatenate([self.v[e], self.u[e[at_u]]])
+        srt = np.lexsort((w, col, p))
+        p, col, w = p[srt], col[srt], w[srt]
+        first = np.ones(len(p), dtype=bool)
+        first[1:] = (p[1:] != p[:-1]) | (col[1:] != col[:-1])
+        p, col, w = p[first], col[first], w[first]
+        base = self._base if barriers is None else self._csr(cost)
+        n, k = self.n_nodes, len(sources)
+        indptr = np.concatenate(
+            [base.indptr, base.nnz + np.cumsum(np.bincount(p, minlength=k))]
+        ).astype(np.int32)
+        graph = sparse.csr_matrix(
+            (
+                np.concatenate([base.data, w]),
+                np.concatenate([base.indices, col]).astype(np.int32),
+                indptr,
+            ),
+            shape=(n + k, n + k),
+        )
+        _remember(self._source_cache, key, ((sources, *items), (graph, cost)), size=4)
+        return graph, cost
+
+    def _node_costs(
+        self, sources: Snapped, cutoff: float | None, barriers: BarrierArg
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cost to every real node from its nearest source, that source's index (-1), edge costs."""
+        graph, cost = self._source_graph(sources, barriers)
+        n = self.n_nodes
+        dist, _, which = csgraph.dijkstra(
+            graph,
+            indices=np.arange(n, n + len(sources)),
+            min_only=True,
+            limit=np.inf if cutoff is None else float(cutoff),
+            return_predecessors=True,
+        )
+        which = which[:n]
+        return dist[:n], np.where(which >= 0, which - n, -1), cost
+
     # ---------------------------------------------------------------- queries
     def nearest(
         self,
@@ -698,48 +847,91 @@ class Engine:
         ``cutoff``) and ``cost`` (inf then); costs include both access legs.
         """
         self._check(sources, targets)
-        graph, pnodes, anodes, _ = self._augment([sources, targets], self.edge_costs(barriers))
-        tgt = pnodes[1]
-        cost = np.full(len(targets), np.inf)
+        limit = np.inf if cutoff is None else float(cutoff)
+        best = np.full(len(targets), np.inf)
+        which = np.full(len(targets), -1)
+        if len(sources) and len(targets):
+            dist, src_of, cost = self._node_costs(sources, cutoff, barriers)
+            t, e, frac, _, _ = self._point_edges(targets)
+            # through the start node of the target's edge ...
+            c = cost[e]
+            a = self.u[e]
+            ok = np.isfinite(c) & np.isfinite(dist[a])
+            # (a target exactly at the edge's end node is reached there too)
+            b = self.v[e]
+            at_v = (frac == 1.0) & np.isfinite(c) & np.isfinite(dist[b])
+            cand = [dist[a[ok]] + frac[ok] * c[ok], dist[b[at_v]]]
+            t_all = [t[ok], t[at_v]]
+            s_all = [src_of[a[ok]], src_of[b[at_v]]]
+            # ... or straight from a source further back on the same edge
+            st, ss, sc = self._same_edge(sources, targets, cost)
+            cand.append(sc)
+            t_all.append(st)
+            s_all.append(ss)
+            cand_c, t_c, s_c = np.concatenate(cand), np.concatenate(t_all), np.concatenate(s_all)
+            np.minimum.at(best, t_c, cand_c)
+            win = cand_c == best[t_c]
+            which[t_c[win]] = s_c[win]
+            best = best + targets.access_cost
+        reached = np.isfinite(best) & (best <= limit)
+        cost_out = np.where(reached, best, np.inf)
         src = np.full(len(targets), None, dtype=object)
-        if len(sources):
-            dist, _, which = csgraph.dijkstra(
-                graph,
-                indices=anodes[0],
-                min_only=True,
-                limit=np.inf if cutoff is None else float(cutoff),
-                return_predecessors=True,
-            )
-            cost = dist[tgt] + targets.access_cost
-            ok = np.isfinite(cost) & (cost <= (np.inf if cutoff is None else cutoff))
-            cost = np.where(ok, cost, np.inf)
-            src[ok] = sources.ids[which[tgt[ok]] - anodes[0][0]]
+        src[reached] = sources.ids[which[reached]]
         index = pd.Index(targets.ids, name="id", dtype=object)
         return pd.DataFrame(
-            {"source_id": pd.Series(src, index=index, dtype=object), "cost": cost}, index=index
+            {"source_id": pd.Series(src, index=index, dtype=object, copy=False), "cost": cost_out},
+            index=index,
+            copy=False,
         )
+
+    def _same_edge(
+        self, sources: Snapped, targets: Snapped, cost: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Costs of source -> target along one edge, for pairs on the same street segment.
+
+        Returns target index, source index and cost (the source's access leg included, the
+        target's not), for every directed edge of the segment where the source lies before
+        the target.
+        """
+        _, flip, _, order, ptr, _ = self._segment_index()
+        _, _, _, s_seg, s_order = self._point_edges(sources)
+        has_source = np.zeros(len(ptr) - 1, dtype=bool)
+        has_source[s_seg] = True
+        near = np.flatnonzero(has_source[targets.segment])
+        if len(near) == 0:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, np.empty(0)
+        lo = np.searchsorted(s_seg, targets.segment[near], side="left")
+        cnt = np.searchsorted(s_seg, targets.segment[near], side="right") - lo
+        t = np.repeat(near, cnt)
+        s = s_order[_ranges(lo, cnt)]
+        seg = targets.segment[t]
+        pair, e = _expand(seg, ptr, order)
+        t, s, seg = t[pair], s[pair], seg[pair]
+        ft = self._fraction(targets.offset_m[t], seg, e, flip)
+        fs = self._fraction(sources.offset_m[s], seg, e, flip)
+        c = cost[e]
+        ok = (fs <= ft) & np.isfinite(c)
+        w = sources.access_cost[s[ok]] + np.maximum((ft[ok] - fs[ok]) * c[ok], _EPS_COST)
+        return t[ok], s[ok], w
 
     def nearest_nodes(
         self, sources: Snapped, *, cutoff: float | None = None, barriers: BarrierArg = None
     ) -> pd.DataFrame:
         """Nearest source and its cost for every network node (index = node ID), one pass."""
         self._check(sources)
-        graph, _, anodes, _ = self._augment([sources], self.edge_costs(barriers))
-        dist, _, which = csgraph.dijkstra(
-            graph,
-            indices=anodes[0],
-            min_only=True,
-            limit=np.inf if cutoff is None else float(cutoff),
-            return_predecessors=True,
-        )
-        dist = dist[: self.n_nodes]
-        which = which[: self.n_nodes]
-        ok = np.isfinite(dist)
-        src = np.full(self.n_nodes, None, dtype=object)
-        src[ok] = sources.ids[which[ok] - anodes[0][0]]
-        index = pd.Index(self.node_ids, name="node")
+        if self._node_index is None:
+            self._node_index = pd.Index(self.node_ids, name="node")
+        if len(sources) == 0:
+            dist, src_of = np.full(self.n_nodes, np.inf), np.full(self.n_nodes, -1)
+        else:
+            dist, src_of, _ = self._node_costs(sources, cutoff, barriers)
+        src = np.append(sources.ids, None)[src_of]  # -1 (unreached) -> None
+        index = self._node_index
         return pd.DataFrame(
-            {"source_id": pd.Series(src, index=index, dtype=object), "cost": dist}, index=index
+            {"source_id": pd.Series(src, index=index, dtype=object, copy=False), "cost": dist},
+            index=index,
+            copy=False,
         )
 
     def _trees(
@@ -905,6 +1097,29 @@ _SNAP_ARRAYS = ("ids", "xy", "snapped_xy", "segment", "offset_m", "access_m", "a
 def _subset(pts: Snapped, rows: slice) -> Snapped:
     """Some rows of a Snapped set."""
     return dataclasses.replace(pts, **{f: getattr(pts, f)[rows] for f in _SNAP_ARRAYS})
+
+
+def _remember(cache: dict, key: object, value: object, *, size: int) -> None:
+    """Store ``value`` in a small cache, dropping the oldest entries beyond ``size``.
+
+    The cache holds its key objects, so an ``id()`` key cannot be reused while cached.
+    """
+    with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # concurrent queries
+        while len(cache) >= size:
+            cache.pop(next(iter(cache)))
+    cache[key] = value
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + c) for s, c in zip(starts, counts)])``, vectorised."""
+    total = int(counts.sum())
+    return np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(total)
+
+
+def _expand(seg: np.ndarray, ptr: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (row, directed edge of segment ``seg[row]``) pair: row index and edge index."""
+    per = ptr[seg + 1] - ptr[seg]
+    return np.repeat(np.arange(len(seg)), per), order[_ranges(ptr[seg], per)]
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:

@@ -11,14 +11,26 @@ unreachable, which makes holes where blocks are cut off and keeps polygons off u
 Contours of one surface are nested by construction (disks), and bands between breaks are
 disjoint (rings). Closing polygon barriers are also cut out.
 
-The facilities' windows are packed as tiles onto shared canvases (gaps keep them apart), so
-each canvas costs one call of each compiled routine (numpy, scipy.ndimage, contourpy's marching
-squares) instead of one per facility: about 2 ms per facility on Changchun, where buffering and
-merging each facility's edge geometry with GEOS cost 15-60 ms.
+Speed comes from three choices:
+
+* the facilities' windows are packed as tiles onto shared canvases (gaps keep them apart), so
+  each canvas costs one call of each compiled routine (numpy, scipy.ndimage, contourpy's
+  marching squares) instead of one per facility;
+* the raster of *all* roads (reached or not) is built lazily, in blocks of ``_BLOCK`` cells,
+  only where a window needs it, from the engine's segment index, and cached per engine: a
+  city-wide raster of a million-edge network is never drawn;
+* reached edge parts are sampled segment by segment with plain arithmetic (no per-point search
+  over the whole network's vertices); the surface holds uint16 cost steps (1/6000 of the
+  largest break) and the break levels lie half-way between steps, so that no cell equals a
+  level, contour rings never touch and no GEOS repair pass is needed.
+
+Buffering and merging each facility's edge geometry with GEOS was tried first: 15-60 ms per
+facility on Changchun, slower than an ego-graph baseline.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import contourpy
@@ -30,76 +42,319 @@ from scipy import ndimage
 from geo_minzheng._errors import NetworkError
 from geo_minzheng.engine import BarrierArg, Barriers, Engine, Reach, Snapped
 
-_BIG = 1e300
-#: Cells per canvas of packed facility windows (bounds memory to ~100 MB per canvas).
+#: Surface value of a cell with no road within the buffer (open land, gaps between tiles).
+_BIG = np.uint16(65535)
+#: Surface value of a cell near a road that is not reached.
+_ROAD = np.uint16(60000)
+#: Costs are stored as uint16 steps, the largest break being this many (_ROAD is 10 times
+#: as far, so that contours between a reached and an unreached cell hug the reached one).
+_Q_MAX = 6000
+#: Cells per canvas of packed facility windows (bounds memory to ~60 MB per canvas).
 _CANVAS_CELLS = 6_000_000
+#: Side of a cached road-raster block, cells.
+_BLOCK = 64
+
+#: Per engine and cell size: road-raster blocks already drawn, keyed by (block row, block col).
+_ROAD_BLOCKS: weakref.WeakKeyDictionary[Engine, dict[float, dict[tuple[int, int], np.ndarray]]]
+_ROAD_BLOCKS = weakref.WeakKeyDictionary()
+
+
+# --------------------------------------------------------------------------------------------
+# sampling the reached edge parts
+# --------------------------------------------------------------------------------------------
+def _reached_parts(engine: Engine, reach: Reach, cutoff: float) -> dict[str, np.ndarray]:
+    """Every (facility, reached edge part) with its start cost, parent edge and fractions.
+
+    Only edges leaving a node that some facility reaches are looked at, so a call costs in
+    proportion to what is reached, not to the network's size. A street reached from both ends
+    is cut where the two costs meet (each direction keeps only the part it reaches first), and
+    parts that reach nothing beyond their start node are dropped: that node is the end of the
+    part it was reached by.
+    """
+    edges = reach.edges
+    e_from = edges["from"].to_numpy()
+    parent_all = edges["parent"].to_numpy()
+    csr = reach.cost
+    n_aug = csr.shape[1]
+    coo = csr.tocoo()
+    fac, node, dist = coo.row, coo.col, coo.data
+    hit = np.zeros(n_aug, dtype=bool)
+    hit[node] = True
+    sel = np.flatnonzero(hit[e_from] & (parent_all >= 0))
+    sel = sel[np.argsort(e_from[sel], kind="stable")]
+    s_from = e_from[sel]
+    s_to = edges["to"].to_numpy()[sel]
+    s_cost = edges["cost"].to_numpy()[sel]
+    s_par = parent_all[sel]
+    # the reverse of each selected edge over the same street segment (cost inf where none)
+    seg_of_edge = engine._segment_index()[0]
+    key = s_from * n_aug + s_to
+    korder = np.argsort(key, kind="stable")
+    at = np.minimum(np.searchsorted(key[korder], s_to * n_aug + s_from), len(key) - 1)
+    rev = korder[at]
+    twin = (key[rev] == s_to * n_aug + s_from) & (seg_of_edge[s_par[rev]] == seg_of_edge[s_par])
+    rev_cost = np.where(twin, s_cost[rev], np.inf)
+    # (facility, node) pairs -> their out-edges
+    cnt = np.bincount(s_from, minlength=n_aug)
+    ptr = np.concatenate([[0], np.cumsum(cnt)])
+    deg = cnt[node]
+    rep = np.repeat(np.arange(len(node)), deg)
+    e = np.repeat(ptr[node], deg) + (np.arange(len(rep)) - np.repeat(np.cumsum(deg) - deg, deg))
+    f, d, c = fac[rep], dist[rep], s_cost[e]
+    # cost of the facility at each part's end node (inf if not reached)
+    fkey = fac.astype(np.int64) * n_aug + node
+    if np.any(fkey[1:] < fkey[:-1]):
+        fo = np.argsort(fkey, kind="stable")
+        fkey, dist_sorted = fkey[fo], dist[fo]
+    else:
+        dist_sorted = dist
+    want = f.astype(np.int64) * n_aug + s_to[e]
+    at = np.minimum(np.searchsorted(fkey, want), len(fkey) - 1)
+    d_end = np.where(fkey[at] == want, dist_sorted[at], np.inf)
+    rc = rev_cost[e]
+    with np.errstate(invalid="ignore"):
+        meet = np.where(np.isfinite(d_end) & np.isfinite(rc), (d_end + rc - d) / (c + rc), 1.0)
+    r = np.clip(np.minimum((cutoff - d) / c, meet), 0.0, 1.0)
+    keep = r > 0
+    eidx = sel[e[keep]]
+    f0 = edges["f0"].to_numpy()[eidx]
+    return {
+        "fac": f[keep],
+        "d": d[keep],
+        "cost": c[keep],
+        "parent": s_par[e[keep]],
+        "f0": f0,
+        "df": edges["f1"].to_numpy()[eidx] - f0,
+        "r": r[keep],
+    }
+
+
+def _line_vertices(lines: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vertices of ``lines``, each line's first-vertex index (n+1 offsets), arc length at each."""
+    coords, idx = shapely.get_coordinates(lines, return_index=True)
+    vptr = np.concatenate([[0], np.cumsum(np.bincount(idx, minlength=len(lines)))])
+    step = np.zeros(len(coords))
+    if len(coords) > 1:
+        same = idx[1:] == idx[:-1]
+        step[1:] = np.where(same, np.hypot(*(coords[1:] - coords[:-1]).T), 0.0)
+    arc = np.cumsum(step)
+    if len(coords):
+        arc -= arc[vptr[:-1]][idx]
+    return coords, vptr, arc
 
 
 def _reached_samples(
-    engine: Engine, reach: Reach, facilities: Snapped, cutoff: float, step_m: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Points every ``step_m`` along every reached edge part, with their cost and facility."""
-    edges = reach.edges
-    e_from = edges["from"].to_numpy()
-    order = np.argsort(e_from, kind="stable")
-    n_aug = reach.cost.shape[1]
-    out_ptr = np.concatenate([[0], np.cumsum(np.bincount(e_from, minlength=n_aug))])
-    coo = reach.cost.tocoo()
-    fac, node, dist = coo.row, coo.col, coo.data
-    deg = out_ptr[node + 1] - out_ptr[node]
-    rep = np.repeat(np.arange(len(node)), deg)
-    within = np.arange(deg.sum()) - np.repeat(np.cumsum(deg) - deg, deg)
-    eidx = order[np.repeat(out_ptr[node], deg) + within]
-    parent = edges["parent"].to_numpy()[eidx]
-    real = parent >= 0
-    f_rep, d_rep, eidx, parent = fac[rep][real], dist[rep][real], eidx[real], parent[real]
-    cost = edges["cost"].to_numpy()[eidx]
-    f0 = edges["f0"].to_numpy()[eidx]
-    f1 = edges["f1"].to_numpy()[eidx]
-    r = np.clip((cutoff - d_rep) / cost, 0.0, 1.0)
-    geom_len = shapely.length(engine.geometry[parent])
-    start = f0 * geom_len
-    span = r * (f1 - f0) * geom_len
-    rate = cost / np.maximum((f1 - f0) * geom_len, 1e-12)  # cost per metre along this part
-    n_s = np.ceil(span / step_m).astype(np.int64) + 1
-    piece = np.repeat(np.arange(len(parent)), n_s)
-    k = np.arange(n_s.sum()) - np.repeat(np.cumsum(n_s) - n_s, n_s)
-    along = np.minimum(k * step_m, span[piece])
-    xy = engine.interpolate(parent[piece], start[piece] + along)
-    c = d_rep[piece] + along * rate[piece]
-    # the facility itself and its access leg
-    xy = np.concatenate([xy, facilities.xy, facilities.snapped_xy])
-    c = np.concatenate([c, np.zeros(len(facilities)), facilities.access_cost])
-    owner = np.concatenate([f_rep[piece], np.arange(len(facilities)), np.arange(len(facilities))])
-    keep = c <= cutoff  # e.g. an access leg longer than the largest break
-    return xy[keep], c[keep], owner[keep]
+    engine: Engine, reach: Reach, facilities: Snapped, cutoff: float, step_m: float, cell: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cells of points at most ``step_m`` apart along every reached edge part.
+
+    Returns the cells' column and row (cell (i, j) is centred on (i * cell, j * cell)), the
+    cost there (float32) and the facility, grouped by facility. Each part is expanded to the
+    segments (consecutive vertices) of its edge that it overlaps; each overlap is sampled with
+    both ends included, by a start point plus a step vector (no per-point search).
+    """
+    p = _reached_parts(engine, reach, cutoff)
+    if np.any(p["fac"][1:] < p["fac"][:-1]):  # parts come grouped by facility: keep it so
+        o = np.argsort(p["fac"], kind="stable")
+        p = {k: v[o] for k, v in p.items()}
+    uniq, line = np.unique(p["parent"], return_inverse=True)
+    coords, vptr, arc = _line_vertices(engine.geometry[uniq])
+    coords = coords / cell  # in cell units from here on
+    glen = arc[np.maximum(vptr[1:] - 1, 0)][line]
+    a = p["f0"] * glen
+    b = a + p["r"] * p["df"] * glen
+    rate = p["cost"] / np.maximum(p["df"] * glen, 1e-12)  # cost per metre along this part
+    n_seg = np.maximum(vptr[line + 1] - vptr[line] - 1, 0)
+    rep = np.repeat(np.arange(len(line)), n_seg)
+    v0 = np.repeat(vptr[line], n_seg) + (
+        np.arange(len(rep)) - np.repeat(np.cumsum(n_seg) - n_seg, n_seg)
+    )
+    s0, s1 = arc[v0], arc[v0 + 1]
+    lo = np.maximum(a[rep], s0)
+    hi = np.minimum(b[rep], s1)
+    ok = hi >= lo
+    rep, v0, s0, lo, hi = rep[ok], v0[ok], s0[ok], lo[ok], hi[ok]
+    seg_len = np.maximum(s1[ok] - s0, 1e-12)
+    unit = (coords[v0 + 1] - coords[v0]) / seg_len[:, None]  # cells per metre
+    start = coords[v0] + unit * (lo - s0)[:, None]
+    n_pt = np.ceil((hi - lo) / step_m).astype(np.int64) + 1
+    stride = (hi - lo) / np.maximum(n_pt - 1, 1)
+    c_lo = p["d"][rep] + (lo - a[rep]) * rate[rep]
+    c_step = stride * rate[rep]
+    vec = unit * stride[:, None]
+    seg = np.repeat(np.arange(len(rep)), n_pt)
+    j = (np.arange(len(seg)) - np.repeat(np.cumsum(n_pt) - n_pt, n_pt)).astype(float)
+    ci = np.rint(start[seg, 0] + vec[seg, 0] * j).astype(np.int64)
+    cj = np.rint(start[seg, 1] + vec[seg, 1] * j).astype(np.int64)
+    c = (c_lo[seg] + c_step[seg] * j).astype(np.float32)
+    owner = p["fac"][rep][seg].astype(np.int64)
+    # the facility itself and its access leg, merged in facility order
+    n = len(facilities)
+    extra_xy = np.concatenate([facilities.xy, facilities.snapped_xy]) / cell
+    extra_c = np.concatenate([np.zeros(n), facilities.access_cost])
+    extra_f = np.tile(np.arange(n), 2)
+    keep = extra_c <= cutoff  # e.g. an access leg longer than the largest break
+    o = np.argsort(extra_f[keep], kind="stable")
+    extra_f = extra_f[keep][o]
+    at = np.searchsorted(owner, extra_f, side="right")
+    ci = np.insert(ci, at, np.rint(extra_xy[keep][o, 0]).astype(np.int64))
+    cj = np.insert(cj, at, np.rint(extra_xy[keep][o, 1]).astype(np.int64))
+    c = np.insert(c, at, extra_c[keep][o].astype(np.float32))
+    owner = np.insert(owner, at, extra_f)
+    return ci, cj, c, owner
 
 
-def _disk(radius_cells: int) -> np.ndarray:
-    r = np.arange(-radius_cells, radius_cells + 1)
-    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius_cells**2
+# --------------------------------------------------------------------------------------------
+# the road raster, drawn lazily in blocks
+# --------------------------------------------------------------------------------------------
+def _clip_to_boxes(
+    p0: np.ndarray, p1: np.ndarray, box: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Liang-Barsky: the parameter range [t0, t1] of each segment p0->p1 inside its box."""
+    d = p1 - p0
+    t0 = np.zeros(len(p0))
+    t1 = np.ones(len(p0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for ax in (0, 1):
+            ta = (box[:, ax] - p0[:, ax]) / d[:, ax]
+            tb = (box[:, ax + 2] - p0[:, ax]) / d[:, ax]
+            flat = d[:, ax] == 0
+            inside = (p0[:, ax] >= box[:, ax]) & (p0[:, ax] <= box[:, ax + 2])
+            t0 = np.where(flat, np.where(inside, t0, 1.0), np.maximum(t0, np.minimum(ta, tb)))
+            t1 = np.where(flat, np.where(inside, t1, 0.0), np.minimum(t1, np.maximum(ta, tb)))
+    return t0, t1
 
 
-def _surface(grid: np.ndarray, road: np.ndarray, footprint: np.ndarray) -> np.ndarray:
-    """Cost surface from sampled costs (``grid``, _BIG elsewhere) and the road cells.
+def _draw_blocks(engine: Engine, cell: float, keys: np.ndarray) -> np.ndarray:
+    """Road cells of the blocks ``keys`` (rows of block row, block col): (n, _BLOCK, _BLOCK)."""
+    _, _, seg_geom, _, _, tree = engine._segment_index()
+    n = len(keys)
+    out = np.zeros((n, _BLOCK, _BLOCK), dtype=bool)
+    size = _BLOCK * cell
+    # cell (i, j) is centred on (i * cell, j * cell); a block covers cells [k * B, k * B + B)
+    box = np.column_stack(
+        [
+            keys[:, 1] * size - 0.5 * cell,
+            keys[:, 0] * size - 0.5 * cell,
+            (keys[:, 1] + 1) * size - 0.5 * cell,
+            (keys[:, 0] + 1) * size - 0.5 * cell,
+        ]
+    )
+    blk, seg = tree.query(shapely.box(*(box + [-cell, -cell, cell, cell]).T))
+    if len(seg) == 0:
+        return out
+    useg, inv = np.unique(seg, return_inverse=True)
+    coords, vptr, _ = _line_vertices(seg_geom[useg])
+    n_sub = np.maximum(vptr[inv + 1] - vptr[inv] - 1, 0)
+    rep = np.repeat(np.arange(len(inv)), n_sub)
+    k = np.arange(len(rep)) - np.repeat(np.cumsum(n_sub) - n_sub, n_sub)
+    v0 = vptr[inv[rep]] + k
+    p0, p1 = coords[v0], coords[v0 + 1]
+    wbox = box[blk[rep]] + [-cell, -cell, cell, cell]
+    t0, t1 = _clip_to_boxes(p0, p1, wbox)
+    ok = t1 >= t0
+    p0, p1, t0, t1, owner = p0[ok], p1[ok], t0[ok], t1[ok], blk[rep][ok]
+    # in cells, relative to each block's first cell, every half cell (every cell a road
+    # passes through, but for corners it just cuts)
+    origin = keys[owner][:, ::-1] * _BLOCK
+    d = (p1 - p0) / cell
+    start = p0 / cell - origin + d * t0[:, None]
+    span = d * (t1 - t0)[:, None]
+    n_pt = np.ceil(2.0 * np.hypot(*span.T)).astype(np.int64) + 1
+    vec = span / np.maximum(n_pt - 1, 1)[:, None]
+    s = np.repeat(np.arange(len(p0)), n_pt)
+    j = (np.arange(len(s)) - np.repeat(np.cumsum(n_pt) - n_pt, n_pt)).astype(float)
+    ci = np.rint(start[s, 0] + vec[s, 0] * j).astype(np.int64)
+    cj = np.rint(start[s, 1] + vec[s, 1] * j).astype(np.int64)
+    inb = (ci >= 0) & (ci < _BLOCK) & (cj >= 0) & (cj < _BLOCK)
+    out.ravel()[(owner[s[inb]] * _BLOCK + cj[inb]) * _BLOCK + ci[inb]] = True
+    return out
 
-    Every cell takes the least cost within the footprint (``buffer_m``); road-free areas
-    enclosed by roads (blocks) take the highest cost of the cells around them; road-free areas
+
+def _road_blocks(
+    engine: Engine, cell: float, j0: np.ndarray, j1: np.ndarray, i0: np.ndarray, i1: np.ndarray
+) -> dict[tuple[int, int], np.ndarray]:
+    """The cached road blocks (drawing the missing ones) covering cell windows [j0:j1, i0:i1]."""
+    cache = _ROAD_BLOCKS.setdefault(engine, {}).setdefault(cell, {})
+    bj0, bj1 = j0 // _BLOCK, (j1 - 1) // _BLOCK
+    bi0, bi1 = i0 // _BLOCK, (i1 - 1) // _BLOCK
+    nj, ni = bj1 - bj0 + 1, bi1 - bi0 + 1
+    per = nj * ni
+    w = np.repeat(np.arange(len(j0)), per)
+    k = np.arange(len(w)) - np.repeat(np.cumsum(per) - per, per)
+    keys = np.unique(np.column_stack([bj0[w] + k // ni[w], bi0[w] + k % ni[w]]), axis=0)
+    missing = np.array([(a, b) not in cache for a, b in keys.tolist()], dtype=bool)
+    if missing.any():
+        drawn = _draw_blocks(engine, cell, keys[missing])
+        surface = np.where(drawn, _ROAD, _BIG).astype(np.uint16)  # as the canvas holds them
+        for (a, b), arr in zip(keys[missing].tolist(), surface, strict=True):
+            cache[(a, b)] = arr
+    return cache
+
+
+# --------------------------------------------------------------------------------------------
+# the cost surface and its contours
+# --------------------------------------------------------------------------------------------
+def _disk_rectangles(radius: int) -> list[tuple[int, int]]:
+    """Half-sizes (dy, dx) of rectangles whose union is the disk of ``radius`` cells."""
+    rects = [(dy, int(np.floor(np.sqrt(radius**2 - dy**2)))) for dy in range(radius + 1)]
+    # keep only rectangles not contained in a taller one of the same width
+    return [r for i, r in enumerate(rects) if i == len(rects) - 1 or rects[i + 1][1] < r[1]]
+
+
+def _min3(a: np.ndarray, axis: int, fn: np.ufunc) -> np.ndarray:
+    """``fn`` (np.minimum or np.maximum) of each cell and its two neighbours along ``axis``.
+
+    Cells beyond the border count as absent. Shifted-slice passes over the whole canvas:
+    several times faster than scipy.ndimage's generic 1-D filter for these 3-cell windows.
+    """
+    out = a.copy()
+    lo = (slice(None),) * axis + (slice(1, None),)
+    hi = (slice(None),) * axis + (slice(None, -1),)
+    fn(out[lo], a[hi], out=out[lo])
+    fn(out[hi], a[lo], out=out[hi])
+    return out
+
+
+def _erode(grid: np.ndarray, radius: int) -> np.ndarray:
+    """Least value within a disk of ``radius`` cells: the union of a few rectangles, each a
+    separable run of 3-cell passes."""
+    across = [grid]  # across[k]: least value within k cells along x
+    out = None
+    for dy, dx in _disk_rectangles(radius):
+        while len(across) <= dx:
+            across.append(_min3(across[-1], 1, np.minimum))
+        f = across[dx]
+        for _ in range(dy):
+            f = _min3(f, 0, np.minimum)
+        out = f.copy() if out is None else np.minimum(out, f, out=out)
+    assert out is not None
+    return out
+
+
+def _surface(grid: np.ndarray, radius: int) -> np.ndarray:
+    """Cost surface from sampled costs (``grid``: cost at reached road cells, _ROAD at other
+    road cells, _BIG elsewhere).
+
+    Every cell takes the least value within ``radius`` cells (``buffer_m``); road-free areas
+    enclosed by roads (blocks) take the highest value of the cells around them; road-free areas
     that reach the canvas border (open land, the gaps between tiles) stay _BIG.
     """
-    grid = ndimage.grey_erosion(grid, footprint=footprint, mode="constant", cval=_BIG)
-    near_road = ndimage.binary_dilation(road, structure=footprint)
-    labels, n_lab = ndimage.label(~near_road)
+    grid = _erode(grid, radius)
+    free = grid == _BIG  # no road within the buffer
+    labels, n_lab = ndimage.label(free)
     if n_lab:
         border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        ring = ndimage.grey_dilation(labels, size=(3, 3)) * near_road
-        on_ring = ring > 0
-        fill = np.full(n_lab + 1, -np.inf)
-        np.maximum.at(fill, ring[on_ring], grid[on_ring])
-        fill[np.isneginf(fill)] = _BIG  # an area whose ring was all claimed by a neighbour
-        fill[border] = _BIG  # label 0 (not a road-free area) is never looked up
-        lab_cells = labels > 0
-        grid[lab_cells] = fill[labels[lab_cells]]
+        ring = _min3(_min3(labels, 0, np.maximum), 1, np.maximum)
+        on_ring = (ring > 0) & ~free
+        fill = np.full(n_lab + 1, -1, dtype=np.int32)
+        # matching dtypes and intp indices: numpy's fast path for ufunc.at (50x faster)
+        np.maximum.at(fill, ring[on_ring].astype(np.intp), grid[on_ring].astype(np.int32))
+        fill[fill < 0] = _BIG  # an area whose ring was all claimed by a neighbour
+        fill[border] = _BIG
+        fill[0] = _BIG  # not a road-free area: keep its own value
+        fill = fill.astype(np.uint16)
+        grid = np.minimum(grid, fill[labels])
     return grid
 
 
@@ -119,40 +374,45 @@ def _canvas_polygons(
     + shift).
     """
     ny, nx_ = grid.shape
-    gen = contourpy.contour_generator(
-        np.arange(nx_, dtype=float),
-        np.arange(ny, dtype=float),
-        np.minimum(grid, 1e30),
-        fill_type="OuterOffset",
-        name="serial",
+    # levels half-way between two integer steps: no cell equals one, so rings never touch
+    levels = np.rint(breaks * (_Q_MAX / breaks[-1])) + 0.5
+    # the generator class itself: contour_generator() would also copy x and y meshgrids and
+    # scan z for NaN (none here)
+    gen = contourpy.SerialContourGenerator(
+        np.broadcast_to(np.arange(nx_, dtype=np.float64), (ny, nx_)),
+        np.broadcast_to(np.arange(ny, dtype=np.float64)[:, None], (ny, nx_)),
+        grid.astype(np.float64),
+        None,
+        corner_mask=True,
+        line_type=contourpy.LineType.Separate,
+        fill_type=contourpy.FillType.ChunkCombinedOffsetOffset,
+        quad_as_tri=False,
+        z_interp=contourpy.ZInterp.Linear,
+        x_chunk_size=0,
+        y_chunk_size=0,
     )
     out = np.empty((n_tiles, len(breaks)), dtype=object)
     out[:] = shapely.MultiPolygon()
     lower = -1.0
-    for bi, b in enumerate(breaks):
-        filled = gen.filled(lower if rings else -1.0, float(b))
-        lower = float(b)
-        # OuterOffset: per polygon, its points and ring offsets (never None for this fill type)
-        points: list[np.ndarray] = list(filled[0])  # type: ignore[arg-type]
-        offsets: list[np.ndarray] = list(filled[1])  # type: ignore[arg-type]
-        if not points:
+    for bi in range(len(breaks)):
+        upper = float(levels[bi])
+        filled = gen.filled(lower if rings else -1.0, upper)
+        lower = upper
+        # ChunkCombinedOffsetOffset (one chunk): all points, ring offsets into the points,
+        # polygon offsets into the rings; arrays, no per-polygon Python objects
+        points, offsets, outer = (part[0] for part in filled)
+        if points is None or len(outer) < 2:
             continue
-        n_rings = np.array([len(o) - 1 for o in offsets])
-        n_pts = np.array([len(p) for p in points])
-        xy = np.concatenate(points)
-        first = np.array([p[0] for p in points])
+        ring_of_pt = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        poly_of_ring = np.repeat(np.arange(len(outer) - 1), np.diff(outer))
+        first = points[offsets[outer[:-1]]]
         tile = tile_id[
             np.clip(np.round(first[:, 1]).astype(np.int64), 0, ny - 1),
             np.clip(np.round(first[:, 0]).astype(np.int64), 0, nx_ - 1),
         ]
-        poly_of_pt = np.repeat(np.arange(len(points)), n_pts)
-        xy = xy * cell + shift[tile[poly_of_pt]]
-        ring_starts = np.concatenate(
-            [o[:-1] + base for o, base in zip(offsets, np.cumsum(n_pts) - n_pts, strict=True)]
-        )
-        ring_of_pt = np.searchsorted(ring_starts, np.arange(len(xy)), side="right") - 1
+        xy = points * cell + shift[tile[poly_of_ring[ring_of_pt]]]
         ring_geoms = shapely.linearrings(xy, indices=ring_of_pt)
-        polys = shapely.polygons(ring_geoms, indices=np.repeat(np.arange(len(points)), n_rings))
+        polys = shapely.polygons(ring_geoms, indices=poly_of_ring)
         ok = tile >= 0
         order = np.argsort(tile[ok], kind="stable")
         t_sorted = tile[ok][order]
@@ -162,6 +422,9 @@ def _canvas_polygons(
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# public
+# --------------------------------------------------------------------------------------------
 def service_areas(
     engine: Engine,
     facilities: Snapped,
@@ -208,71 +471,41 @@ def service_areas(
         msg = f"buffer_m must be > 0, got {buffer_m}"
         raise NetworkError(msg)
     n_fac = len(facilities)
-    base_cell = float(cell_m) if cell_m else buffer_m / 2.0
+    cell = float(cell_m) if cell_m else buffer_m / 2.0
     reach = engine.reach(facilities, cutoff=float(brk[-1]), barriers=barriers)
-    xy, cost, owner = _reached_samples(engine, reach, facilities, float(brk[-1]), 0.75 * base_cell)
-    groups = np.zeros(len(owner), dtype=np.int64) if dissolve else owner
+    ci, cj, cost, groups = _reached_samples(
+        engine, reach, facilities, float(brk[-1]), 0.75 * cell, cell
+    )
+    cost = np.rint(cost * (_Q_MAX / brk[-1])).astype(np.uint16)  # uint16 steps
+    if dissolve:
+        groups = np.zeros(len(groups), dtype=np.int64)
     n_groups = 1 if dissolve else n_fac
-    order = np.argsort(groups, kind="stable")  # samples come nearly grouped: a fast merge sort
     ptr = np.concatenate([[0], np.cumsum(np.bincount(groups, minlength=n_groups))])
-    lo = np.full((n_groups, 2), np.inf)
-    hi = np.full((n_groups, 2), -np.inf)
-    present = np.flatnonzero(ptr[1:] > ptr[:-1])
-    if len(present):
-        xy_sorted = xy[order]
-        lo[present] = np.minimum.reduceat(xy_sorted, ptr[present], axis=0)
-        hi[present] = np.maximum.reduceat(xy_sorted, ptr[present], axis=0)
-    margin = 2 * buffer_m
-    lo -= margin
-    hi += margin
-    has = np.isfinite(lo[:, 0])
-    cell = base_cell
-    gx0, gy0, roads = engine.road_raster(cell)
+    todo = np.flatnonzero(ptr[1:] > ptr[:-1])
     radius = max(1, int(round(buffer_m / cell)))
-    footprint = _disk(radius)
+    margin = radius + 1  # the buffer, then one unreachable cell for the contour to close
+    first = ptr[todo]
+    i0 = np.minimum.reduceat(ci, first) - margin if len(todo) else first
+    j0 = np.minimum.reduceat(cj, first) - margin if len(todo) else first
+    i1 = np.maximum.reduceat(ci, first) + margin + 1 if len(todo) else first
+    j1 = np.maximum.reduceat(cj, first) + margin + 1 if len(todo) else first
     polys = np.empty((n_groups, len(brk)), dtype=object)
     polys[:] = shapely.MultiPolygon()
-    # windows aligned on the network's road raster, packed as tiles on shared canvases so that
-    # each canvas costs one call of each compiled routine instead of one per facility
-    todo = np.flatnonzero(has)
-    i0 = np.floor((lo[todo, 0] - gx0) / cell).astype(np.int64)
-    j0 = np.floor((lo[todo, 1] - gy0) / cell).astype(np.int64)
-    i1 = np.ceil((hi[todo, 0] - gx0) / cell).astype(np.int64) + 1
-    j1 = np.ceil((hi[todo, 1] - gy0) / cell).astype(np.int64) + 1
-    gap = radius + 2
-    start = 0
-    while start < len(todo):
-        stop, cells = start, 0
-        while stop < len(todo) and (stop == start or cells < _CANVAS_CELLS):
-            cells += (i1[stop] - i0[stop] + gap) * (j1[stop] - j0[stop] + gap)
-            stop += 1
-        tiles = np.arange(start, stop)
-        polys[todo[tiles]] = _run_canvas(
-            tiles,
-            i0,
-            j0,
-            i1,
-            j1,
-            gap,
-            roads,
-            gx0,
-            gy0,
-            cell,
-            xy,
-            cost,
-            groups,
-            todo,
-            footprint,
-            brk,
-            rings,
-        )
-        start = stop
-    # contour parts may touch at a saddle point; repair only those (rare)
-    invalid = ~shapely.is_valid(polys)
-    if invalid.any():
-        polys[invalid] = shapely.make_valid(
-            polys[invalid], method="structure", keep_collapsed=False
-        )
+    if len(todo):
+        blocks = _road_blocks(engine, cell, j0, j1, i0, i1)
+        pos = np.repeat(np.arange(len(todo)), np.diff(ptr)[todo])
+        gap = radius + 2
+        area = np.cumsum((i1 - i0 + gap) * (j1 - j0 + gap))
+        start = 0
+        while start < len(todo):
+            # as many windows as fit in _CANVAS_CELLS (at least one)
+            stop = max(start + 1, int(np.searchsorted(area, area[start] + _CANVAS_CELLS)))
+            s0, s1 = ptr[todo[start]], ptr[todo[stop - 1] + 1]
+            polys[todo[start:stop]] = _run_canvas(
+                start, stop, i0, j0, i1, j1, gap, blocks, cell,
+                ci[s0:s1], cj[s0:s1], cost[s0:s1], pos[s0:s1], radius, brk, rings,
+            )  # fmt: skip
+            start = stop
     cut = _closing_polygons(engine, barriers)
     if cut is not None:
         polys = shapely.difference(polys, cut)
@@ -288,66 +521,73 @@ def service_areas(
     )
 
 
+def _pack(w: np.ndarray, h: np.ndarray, gap: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Shelf packing of w x h tiles, ``gap`` cells apart: offsets and the canvas size."""
+    width = int(max(w.max(), np.sqrt(float(((w + gap) * (h + gap)).sum())))) + 2 * gap
+    ox = np.empty(len(w), dtype=np.int64)
+    oy = np.empty(len(w), dtype=np.int64)
+    x, y, shelf = gap, gap, 0
+    for k in range(len(w)):  # a few hundred tiles, plain arithmetic
+        if x + w[k] + gap > width:
+            x, y, shelf = gap, y + shelf + gap, 0
+        ox[k], oy[k] = x, y
+        x += int(w[k]) + gap
+        shelf = max(shelf, int(h[k]))
+    return ox, oy, width, int(y + shelf + gap)
+
+
 def _run_canvas(
-    tiles: np.ndarray,
+    start: int,
+    stop: int,
     i0: np.ndarray,
     j0: np.ndarray,
     i1: np.ndarray,
     j1: np.ndarray,
     gap: int,
-    roads: np.ndarray,
-    gx0: float,
-    gy0: float,
+    blocks: dict[tuple[int, int], np.ndarray],
     cell: float,
-    xy: np.ndarray,
+    ci: np.ndarray,
+    cj: np.ndarray,
     cost: np.ndarray,
-    groups: np.ndarray,
-    todo: np.ndarray,
-    footprint: np.ndarray,
+    pos: np.ndarray,
+    radius: int,
     brk: np.ndarray,
     rings: bool,
 ) -> np.ndarray:
-    """Pack some facility windows on one canvas (shelves, ``gap`` cells apart) and contour it."""
-    w = i1[tiles] - i0[tiles]
-    h = j1[tiles] - j0[tiles]
-    width = int(max(w.max(), np.sqrt(float(((w + gap) * (h + gap)).sum())))) + 2 * gap
-    ox = np.empty(len(tiles), dtype=np.int64)
-    oy = np.empty(len(tiles), dtype=np.int64)
-    x, y, shelf = gap, gap, 0
-    for k in range(len(tiles)):  # shelf packing: a few hundred tiles, plain arithmetic
-        if x + w[k] + gap > width:
-            x, y, shelf = gap, y + shelf + gap, 0
-        ox[k], oy[k] = x, y
-        x += w[k] + gap
-        shelf = max(shelf, int(h[k]))
-    height = int(y + shelf + gap)
-    grid = np.full((height, width), _BIG)
-    road = np.zeros((height, width), dtype=bool)
-    tile_id = np.full((height, width), -1, dtype=np.int64)
-    local = np.full(len(todo), -1, dtype=np.int64)
-    local[tiles] = np.arange(len(tiles))
-    for k, t in enumerate(tiles):
-        rj0, ri0 = max(j0[t], 0), max(i0[t], 0)
-        rj1, ri1 = min(j1[t], roads.shape[0]), min(i1[t], roads.shape[1])
-        if rj1 > rj0 and ri1 > ri0:
-            road[
-                oy[k] + rj0 - j0[t] : oy[k] + rj1 - j0[t], ox[k] + ri0 - i0[t] : ox[k] + ri1 - i0[t]
-            ] = roads[rj0:rj1, ri0:ri1]
-        tile_id[oy[k] : oy[k] + h[k], ox[k] : ox[k] + w[k]] = k
-    # samples of these tiles (groups -> position in todo -> tile)
-    pos_of_group = np.full(int(groups.max()) + 1 if len(groups) else 0, -1, dtype=np.int64)
-    pos_of_group[todo] = np.arange(len(todo))
-    k_of = local[pos_of_group[groups]]
-    sel = np.flatnonzero(k_of >= 0)
-    k = k_of[sel]
-    t = tiles[k]
-    cx = np.clip(np.round((xy[sel, 0] - gx0) / cell).astype(np.int64) - i0[t], 0, w[k] - 1) + ox[k]
-    cy = np.clip(np.round((xy[sel, 1] - gy0) / cell).astype(np.int64) - j0[t], 0, h[k] - 1) + oy[k]
-    np.minimum.at(grid.ravel(), cy * width + cx, cost[sel])  # least cost per cell
-    road[cy, cx] = True
-    grid = _surface(grid, road, footprint)
-    shift = np.column_stack([gx0 + (i0[tiles] - ox) * cell, gy0 + (j0[tiles] - oy) * cell])
-    return _canvas_polygons(grid, tile_id, shift, cell, brk, rings, len(tiles))
+    """Pack windows ``start:stop`` on one canvas, build its cost surface and contour it."""
+    ti0, tj0, ti1, tj1 = i0[start:stop], j0[start:stop], i1[start:stop], j1[start:stop]
+    w, h = ti1 - ti0, tj1 - tj0
+    ox, oy, width, height = _pack(w, h, gap)
+    grid = np.full((height, width), _BIG, dtype=np.uint16)
+    tile_id = np.full((height, width), -1, dtype=np.int32)
+    # per tile: copy its part of each road block it overlaps (a few slice copies per tile;
+    # plain ints, as numpy scalars make this loop several times slower)
+    for k, (x0, y0, a0, a1, b0, b1) in enumerate(
+        zip(
+            ox.tolist(),
+            oy.tolist(),
+            tj0.tolist(),
+            tj1.tolist(),
+            ti0.tolist(),
+            ti1.tolist(),
+            strict=True,
+        )
+    ):
+        tile_id[y0 : y0 + a1 - a0, x0 : x0 + b1 - b0] = k
+        for bj in range(a0 // _BLOCK, (a1 - 1) // _BLOCK + 1):
+            r0, r1 = max(a0, bj * _BLOCK), min(a1, (bj + 1) * _BLOCK)
+            for bi in range(b0 // _BLOCK, (b1 - 1) // _BLOCK + 1):
+                c0, c1 = max(b0, bi * _BLOCK), min(b1, (bi + 1) * _BLOCK)
+                grid[y0 + r0 - a0 : y0 + r1 - a0, x0 + c0 - b0 : x0 + c1 - b0] = blocks[(bj, bi)][
+                    r0 - bj * _BLOCK : r1 - bj * _BLOCK, c0 - bi * _BLOCK : c1 - bi * _BLOCK
+                ]
+    k = pos - start
+    x = ci - ti0[k] + ox[k]
+    y = cj - tj0[k] + oy[k]
+    np.minimum.at(grid.ravel(), y * width + x, cost)  # least cost (uint16 steps) per cell
+    grid = _surface(grid, radius)
+    shift = np.column_stack([(ti0 - ox) * cell, (tj0 - oy) * cell])
+    return _canvas_polygons(grid, tile_id, shift, cell, brk, rings, stop - start)
 
 
 def _closing_polygons(engine: Engine, barriers: BarrierArg) -> shapely.Geometry | None:

@@ -180,9 +180,14 @@ def test_barriers_match_networkx_with_edges_removed_or_scaled(walk, mode, factor
         mode=mode,
         factor=factor or 1.0,
     )
-    free = eng.nearest(eng.snap(_points(walk, 12, 7, "F")), eng.snap(_points(walk, 120, 8, "D")))
+    src, tgt = eng.snap(_points(walk, 12, 7, "F")), eng.snap(_points(walk, 120, 8, "D"))
+    free = eng.nearest(src, tgt)
     assert (got["cost"] >= free["cost"] - TOL).all()
     assert (got["cost"] > free["cost"] + 1).any()
+    # the per-(points, barriers) graph cache never leaks one query's barriers into another
+    blocked = eng.nearest(src, tgt, barriers=barriers)
+    pd.testing.assert_frame_equal(blocked, got)
+    pd.testing.assert_frame_equal(eng.nearest(src, tgt), free)
 
 
 def test_point_barrier_closes_the_road_it_sits_on(walk) -> None:
@@ -311,6 +316,12 @@ def test_osm_network_nearest_nodes_matches_networkx() -> None:
     assert np.array_equal(np.isinf(cost), np.isinf(ref))
     fin = np.isfinite(ref)
     assert np.abs(cost[fin] - ref[fin]).max() < TOL
+    # points exactly on nodes of a one-way network: each reaches itself at no cost, whichever
+    # of the node's edges it was snapped to
+    s = eng.snap(pts)
+    self_cost = eng.nearest(s, s)
+    assert (self_cost["cost"].to_numpy() < TOL).all()
+    assert list(self_cost["source_id"]) == list(s.ids)
 
 
 def test_input_errors(walk) -> None:

@@ -193,3 +193,52 @@ def test_bad_breaks() -> None:
         service_areas(eng, fac, breaks=(600, 300))
     with pytest.raises(NetworkError, match="buffer_m"):
         service_areas(eng, fac, buffer_m=0)
+
+
+def test_polygons_are_valid_without_repair(engine, walk) -> None:
+    """Levels lie between the surface's integer steps, so contour rings never touch: no
+    make_valid pass is run, so GEOS must find every polygon valid as built."""
+    nodes = list(walk.nodes)[::25]
+    pts = engine.snap(_at_nodes(walk, nodes))
+    for rings in (False, True):
+        out = service_areas(engine, pts, breaks=(300, 600, 900), rings=rings)
+        geoms = out.geometry.to_numpy()
+        assert len(geoms) == 3 * len(nodes)
+        assert shapely.is_valid(geoms).all()
+        assert (shapely.area(geoms[2::3]) > 0).mean() > 0.9
+
+
+def test_road_raster_blocks_follow_the_roads(engine) -> None:
+    """The lazily drawn road cells: every road vertex's cell is marked, and every marked cell
+    is within half a cell diagonal of a road (shapely distances, independent of the sampling)."""
+    from geo_minzheng.isochrones import _BLOCK, _ROAD, _road_blocks
+
+    cx = float(np.median(engine.node_x)) // CELL_M
+    cy = float(np.median(engine.node_y)) // CELL_M
+    i0, j0 = np.array([int(cx) - 50]), np.array([int(cy) - 50])
+    blocks = _road_blocks(engine, CELL_M, j0, j0 + 100, i0, i0 + 100)
+    keys = [k for k in blocks if abs(k[0] - cy // _BLOCK) <= 1 and abs(k[1] - cx // _BLOCK) <= 1]
+    assert keys
+    marked = []
+    for bj, bi in keys:
+        jj, ii = np.nonzero(blocks[(bj, bi)] == _ROAD)
+        marked.append(np.column_stack([ii + bi * _BLOCK, jj + bj * _BLOCK]))
+    cells = np.concatenate(marked)
+    assert len(cells) > 500
+    roads = shapely.union_all(engine.geometry)
+    centres = shapely.points(cells * CELL_M)
+    assert (shapely.distance(centres, roads) <= CELL_M * 0.7072).all()
+    lo = np.array([min(k[1] for k in keys), min(k[0] for k in keys)]) * _BLOCK
+    hi = (np.array([max(k[1] for k in keys), max(k[0] for k in keys)]) + 1) * _BLOCK
+    verts = np.rint(shapely.get_coordinates(engine.geometry) / CELL_M).astype(np.int64)
+    verts = verts[((verts >= lo) & (verts < hi)).all(axis=1)]
+    assert len(verts) > 100
+    have = {tuple(c) for c in cells.tolist()}
+    assert all(tuple(v) in have for v in verts.tolist())
+
+
+def test_repeated_call_reuses_the_cache_with_identical_result(engine, walk, facilities) -> None:
+    pts = engine.snap(_at_nodes(walk, facilities))
+    a = service_areas(engine, pts, breaks=(600, 900)).geometry.to_numpy()
+    b = service_areas(engine, pts, breaks=(600, 900)).geometry.to_numpy()
+    assert shapely.equals_exact(a, b, tolerance=0.0).all()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import contourpy
 import geopandas as gpd
@@ -49,7 +50,7 @@ _ROAD = np.uint16(60000)
 #: Costs are stored as uint16 steps, the largest break being this many (_ROAD is 10 times
 #: as far, so that contours between a reached and an unreached cell hug the reached one).
 _Q_MAX = 6000
-#: Cells per canvas of packed facility windows (bounds memory to ~60 MB per canvas).
+#: Cells per canvas of packed facility windows (bounds peak memory to ~150 MB per canvas).
 _CANVAS_CELLS = 6_000_000
 #: Side of a cached road-raster block, cells.
 _BLOCK = 64
@@ -303,7 +304,7 @@ def _disk_rectangles(radius: int) -> list[tuple[int, int]]:
 
 
 def _min3(a: np.ndarray, axis: int, fn: np.ufunc) -> np.ndarray:
-    """``fn`` (np.minimum or np.maximum) of each cell and its two neighbours along ``axis``.
+    """``fn`` (np.minimum, np.maximum or np.add) of each cell and its two neighbours along ``axis``.
 
     Cells beyond the border count as absent. Shifted-slice passes over the whole canvas:
     several times faster than scipy.ndimage's generic 1-D filter for these 3-cell windows.
@@ -340,6 +341,16 @@ def _surface(grid: np.ndarray, radius: int) -> np.ndarray:
     enclosed by roads (blocks) take the highest value of the cells around them; road-free areas
     that reach the canvas border (open land, the gaps between tiles) stay _BIG.
     """
+    # the reached samples and the road raster are drawn separately, so the raster may mark a
+    # cell beside a reached street (where the street cuts a cell corner) that no sample hit;
+    # left as an unreached road, it would keep every block along a street that is not
+    # axis-aligned from being filled. Such a cell lies between two reached cells, so a road
+    # cell with at least two reached neighbours takes their least cost; the cell just past
+    # the end of a reached part has one, and stays unreached
+    reached = (grid < _ROAD).astype(np.uint8)
+    n_reached = _min3(_min3(reached, 0, np.add), 1, np.add) - reached
+    near = _min3(_min3(grid, 0, np.minimum), 1, np.minimum)
+    grid = np.where((grid == _ROAD) & (n_reached >= 2), near, grid)
     grid = _erode(grid, radius)
     free = grid == _BIG  # no road within the buffer
     labels, n_lab = ndimage.label(free)
@@ -382,7 +393,7 @@ def _canvas_polygons(
         np.broadcast_to(np.arange(nx_, dtype=np.float64), (ny, nx_)),
         np.broadcast_to(np.arange(ny, dtype=np.float64)[:, None], (ny, nx_)),
         grid.astype(np.float64),
-        None,
+        None,  # type: ignore[arg-type]  # no mask (the stub says ndarray; None is accepted)
         corner_mask=True,
         line_type=contourpy.LineType.Separate,
         fill_type=contourpy.FillType.ChunkCombinedOffsetOffset,
@@ -396,13 +407,15 @@ def _canvas_polygons(
     lower = -1.0
     for bi in range(len(breaks)):
         upper = float(levels[bi])
-        filled = gen.filled(lower if rings else -1.0, upper)
+        filled: Any = gen.filled(lower if rings else -1.0, upper)
         lower = upper
         # ChunkCombinedOffsetOffset (one chunk): all points, ring offsets into the points,
         # polygon offsets into the rings; arrays, no per-polygon Python objects
-        points, offsets, outer = (part[0] for part in filled)
-        if points is None or len(outer) < 2:
+        if filled[0][0] is None or len(filled[2][0]) < 2:
             continue
+        points = np.asarray(filled[0][0], dtype=np.float64)
+        offsets = np.asarray(filled[1][0], dtype=np.int64)
+        outer = np.asarray(filled[2][0], dtype=np.int64)
         ring_of_pt = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
         poly_of_ring = np.repeat(np.arange(len(outer) - 1), np.diff(outer))
         first = points[offsets[outer[:-1]]]
@@ -581,9 +594,9 @@ def _run_canvas(
                 grid[y0 + r0 - a0 : y0 + r1 - a0, x0 + c0 - b0 : x0 + c1 - b0] = blocks[(bj, bi)][
                     r0 - bj * _BLOCK : r1 - bj * _BLOCK, c0 - bi * _BLOCK : c1 - bi * _BLOCK
                 ]
-    k = pos - start
-    x = ci - ti0[k] + ox[k]
-    y = cj - tj0[k] + oy[k]
+    t = pos - start
+    x = ci - ti0[t] + ox[t]
+    y = cj - tj0[t] + oy[t]
     np.minimum.at(grid.ravel(), y * width + x, cost)  # least cost (uint16 steps) per cell
     grid = _surface(grid, radius)
     shift = np.column_stack([(ti0 - ox) * cell, (tj0 - oy) * cell])

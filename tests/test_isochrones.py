@@ -169,6 +169,26 @@ def test_enclosed_block_is_filled_only_when_surrounded_by_reached_streets() -> N
     assert full.geometry.iloc[1].area == pytest.approx((1000 + 2 * BUFFER_M) ** 2, rel=0.02)
 
 
+@pytest.mark.parametrize("angle_deg", [10.0, 30.0, 45.0])
+def test_block_between_oblique_streets_is_filled(angle_deg: float) -> None:
+    """A 1 km square ring road turned by ``angle_deg``, reached all round: its block is in the
+    polygon, whose area is the square grown by the buffer, (1000 + 2 * 40 m)^2 (the raster's
+    corner cuts along oblique streets must not count as unreached roads)."""
+    t = np.radians(angle_deg)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    corners = np.array([(0, 0), (1000, 0), (1000, 1000), (0, 1000)]) @ rot.T + (445_000, 4_861_000)
+    gdf = gpd.GeoDataFrame(
+        {"id": ["0", "1", "2", "3"], "fclass": "residential"},
+        geometry=[shapely.LineString([corners[i], corners[(i + 1) % 4]]) for i in range(4)],
+        crs="EPSG:4551",
+    )
+    eng = Engine.from_graph(network.from_road_layer(gdf, profile="walk"), weight="length_m")
+    fac = eng.snap_xy([corners[0, 0]], [corners[0, 1]])
+    poly = service_areas(eng, fac, breaks=(4100.0,)).geometry.iloc[0]
+    assert poly.contains(shapely.Point(*(np.array([500.0, 500.0]) @ rot.T + (445_000, 4_861_000))))
+    assert poly.area == pytest.approx((1000 + 2 * BUFFER_M) ** 2, rel=0.04)
+
+
 def test_hole_where_a_block_is_unreachable() -> None:
     G = _square_network(with_inside=True)
     eng = Engine.from_graph(G, weight="length_m")

@@ -294,7 +294,6 @@ class Engine:
         self._segments: tuple[Any, ...] | None = None
         self._seg_len: np.ndarray | None = None
         self._vertices: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._rasters: dict[float, tuple[float, float, np.ndarray]] = {}
         self._barrier_cache: dict[int, tuple[object, np.ndarray]] = {}
         self._point_cache: dict[int, tuple[Snapped, tuple[np.ndarray, ...]]] = {}
         self._source_cache: dict[tuple[int, ...], tuple[tuple[object, ...], tuple[Any, ...]]] = {}
@@ -435,25 +434,6 @@ class Engine:
         seg_len = np.maximum(key[j + 1] - key[j], 1e-12)
         w = np.clip((t - key[j]) / seg_len, 0.0, 1.0)[:, None]
         return coords[j] * (1 - w) + coords[j + 1] * w
-
-    def road_raster(self, cell_m: float) -> tuple[float, float, np.ndarray]:
-        """Cells (``cell_m`` square, origin x0, y0) that any road passes through (cached)."""
-        hit = self._rasters.get(cell_m)
-        if hit is None:
-            step = cell_m / 2
-            glen = shapely.length(self.geometry)
-            n_s = np.ceil(glen / step).astype(np.int64) + 1
-            e = np.repeat(np.arange(len(glen)), n_s)
-            k = np.arange(n_s.sum()) - np.repeat(np.cumsum(n_s) - n_s, n_s)
-            xy = self.interpolate(e, np.minimum(k * step, glen[e]))
-            x0, y0 = xy.min(axis=0) - cell_m
-            ix = ((xy[:, 0] - x0) / cell_m).round().astype(np.int64)
-            iy = ((xy[:, 1] - y0) / cell_m).round().astype(np.int64)
-            grid = np.zeros((iy.max() + 2, ix.max() + 2), dtype=bool)
-            grid[iy, ix] = True
-            hit = (float(x0), float(y0), grid)
-            self._rasters[cell_m] = hit
-        return hit
 
     def snap(
         self,

@@ -906,7 +906,7 @@ class Engine:
             dist, src_of = np.full(self.n_nodes, np.inf), np.full(self.n_nodes, -1)
         else:
             dist, src_of, _ = self._node_costs(sources, cutoff, barriers)
-        src = np.append(sources.ids, None)[src_of]  # -1 (unreached) -> None
+        src = np.append(sources.ids, np.array([None], dtype=object))[src_of]  # -1 -> None
         index = self._node_index
         return pd.DataFrame(
             {"source_id": pd.Series(src, index=index, dtype=object, copy=False), "cost": dist},

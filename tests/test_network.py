@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import geopandas as gpd
 import networkx as nx
 import osmnx as ox
@@ -189,15 +187,18 @@ def test_osm_drive_is_one_way_aware() -> None:
     assert network.ELDERLY_WALK_SPEED_MPS not in speeds
 
 
-def test_cache_reloads_same_network_faster(tmp_path) -> None:
-    t0 = time.perf_counter()
+def test_cache_reloads_same_network_without_rebuilding(tmp_path, monkeypatch) -> None:
+    # (how much faster a reload is, is measured in docs/network.md, not in a timed test)
     G1 = network.build_network(ROADS, profile="walk", cache_dir=tmp_path)
-    build_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    G2 = network.build_network(ROADS, profile="walk", cache_dir=tmp_path)
-    load_s = time.perf_counter() - t0
+
+    def no_rebuild(*args: object, **kwargs: object) -> None:
+        msg = "the cached network was built again"
+        raise AssertionError(msg)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(network, "from_road_layer", no_rebuild)
+        G2 = network.build_network(ROADS, profile="walk", cache_dir=tmp_path)
     assert not G1.graph["from_cache"] and G2.graph["from_cache"]
-    assert load_s < build_s
     assert G1.number_of_edges() == G2.number_of_edges()
     e1 = sorted((u, v, round(d["time_s"], 9)) for u, v, d in G1.edges(data=True))
     e2 = sorted((u, v, round(d["time_s"], 9)) for u, v, d in G2.edges(data=True))

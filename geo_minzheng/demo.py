@@ -441,6 +441,11 @@ def _provenance(state: DemoState, layers: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _labelled_counts(choices: dict[str, tuple[str, ...]], counts: dict[str, int], lang: str) -> str:
+    """``"养老机构 12, 助餐点 40"``: counts by code, labelled in ``lang`` from a kinds.py table."""
+    return ", ".join(f"{choices[c][0 if lang == 'zh' else 1]} {n}" for c, n in counts.items())
+
+
 def summary_markdown(summary: dict[str, Any], *, lang: str = "zh") -> str:
     """The summary as a Markdown report in ``lang`` ('zh' or 'en')."""
 
@@ -494,10 +499,7 @@ def summary_markdown(summary: dict[str, Any], *, lang: str = "zh") -> str:
         lines += ["", f"## {t('设施', 'Facilities')}", ""]
         if "eldercare" in fac:
             e = fac["eldercare"]
-            cats = ", ".join(
-                f"{ELDERCARE_CATEGORIES[c][0 if lang == 'zh' else 1]} {n}"
-                for c, n in e["by_category"].items()
-            )
+            cats = _labelled_counts(ELDERCARE_CATEGORIES, e["by_category"], lang)
             lines.append(
                 f"- {t('养老服务设施', 'Eldercare facilities')}: {e['count']} ({cats}); "
                 f"{t('床位', 'beds')} {e['beds']:,}"
@@ -510,10 +512,7 @@ def summary_markdown(summary: dict[str, Any], *, lang: str = "zh") -> str:
             )
         if "shelters" in fac:
             s = fac["shelters"]
-            classes = ", ".join(
-                f"{SHELTER_CLASSES[c][0 if lang == 'zh' else 1]} {n}"
-                for c, n in s["by_class"].items()
-            )
+            classes = _labelled_counts(SHELTER_CLASSES, s["by_class"], lang)
             lines.append(
                 f"- {t('应急避难场所', 'Emergency shelters')}: {s['count']} ({classes}); "
                 f"{t('有效避难面积', 'effective area')} {s['effective_area_m2']:,.0f} m², "
@@ -528,10 +527,7 @@ def summary_markdown(summary: dict[str, Any], *, lang: str = "zh") -> str:
             lines.append(f"- {t('救灾物资储备库', 'Relief depots')}: {d['count']} ({stock})")
         if "markers" in fac:
             mk = fac["markers"]
-            status = ", ".join(
-                f"{MARKER_STATUS[c][0 if lang == 'zh' else 1]} {n}"
-                for c, n in mk["by_status"].items()
-            )
+            status = _labelled_counts(MARKER_STATUS, mk["by_status"], lang)
             lines.append(f"- {t('界桩', 'Boundary markers')}: {mk['count']} ({status})")
     net = summary.get("network")
     if net:

@@ -441,7 +441,9 @@ def _provenance(state: DemoState, layers: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _labelled_counts(choices: dict[str, tuple[str, ...]], counts: dict[str, int], lang: str) -> str:
+def _labelled_counts(
+    choices: Mapping[str, tuple[str, ...]], counts: Mapping[str, int], lang: str
+) -> str:
     """``"养老机构 12, 助餐点 40"``: counts by code, labelled in ``lang`` from a kinds.py table."""
     return ", ".join(f"{choices[c][0 if lang == 'zh' else 1]} {n}" for c, n in counts.items())
 

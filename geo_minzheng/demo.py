@@ -188,7 +188,9 @@ def _step_coverage(state: DemoState) -> None:
     }
     layers_out = {"demand_times": result.demand, "gaps": result.gaps}
     if gdf_units is not None:
-        table = coverage.compliance(result, gdf_units, gdf_care, province="jilin")
+        table = coverage.compliance(
+            result, gdf_units, gdf_care, province=state.options.get("province", "jilin")
+        )
         table.to_csv(out / "coverage_compliance.csv", index=False, encoding="utf-8-sig")
         state.outputs["coverage_compliance"] = out / "coverage_compliance.csv"
         summary["compliance_rows"] = int(len(table))
@@ -197,7 +199,12 @@ def _step_coverage(state: DemoState) -> None:
     map_kind = state.options.get("kind", "home_care_center")
     if k > 0 and len(gdf_rooms) and map_kind in facilities:
         sited = siting.maximal_covering(
-            gdf_demand, gdf_rooms, eng, k=k, gdf_existing=facilities[map_kind], break_min=15
+            gdf_demand,
+            gdf_rooms,
+            eng,
+            k=k,
+            gdf_existing=facilities[map_kind],
+            break_min=max(breaks_min),
         )
         state.results["sites"] = sited
         sited.sites.drop(columns="geometry").to_csv(
@@ -207,9 +214,7 @@ def _step_coverage(state: DemoState) -> None:
         layers_out["proposed_sites"] = sited.sites
         summary["siting"] = {
             "kind": map_kind,
-            "candidates": state.options.get(
-                "candidates_layer", found_rooms[0] if found_rooms else ""
-            ),
+            "candidates": found_rooms[0] if found_rooms is not None else "",
             "k": k,
             "chosen": [str(i) for i in sited.sites["id"]],
             "newly_covered_aged_60_plus": float(sited.objective),
@@ -636,7 +641,8 @@ def run_demo(
         Called with one line per finished step (the CLI prints them).
     options
         Options of the analysis steps: ``breaks_min`` (default (5, 10, 15)), ``kind`` (the
-        facility kind to map and site, default 'home_care_center'), ``new_sites`` (k, default 5).
+        facility kind to map and site, default 'home_care_center'), ``new_sites`` (k, default 5,
+        sited within the largest break), ``province`` (provincial standards, default 'jilin').
 
     Returns
     -------

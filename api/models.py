@@ -106,21 +106,6 @@ class FeatureIn(BaseModel):
     version: int | None = Field(default=None, ge=1)
 
 
-class AuditRecord(BaseModel):
-    """One write in the audit history."""
-
-    seq: int
-    layer: str
-    fid: str | None
-    action: str
-    actor: str
-    at: str
-    version_before: int | None
-    version_after: int | None
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-
-
 class ProblemDetail(BaseModel):
     """An error (RFC 9457 problem details): bilingual title, English detail."""
 

@@ -952,14 +952,10 @@ class Engine:
         out.eliminate_zeros()  # the access nodes themselves (cost 0); reached nodes cost > 0
         return out
 
-    def reach(self, sources: Snapped, *, cutoff: float, barriers: BarrierArg = None) -> Reach:
-        """Bounded shortest-path trees of every source, kept sparse (for isochrones)."""
-        self._check(sources)
-        cost = self.edge_costs(barriers)
-        graph, pnodes, anodes, virt = self._augment([sources], cost)
-        trees = self._trees(graph, anodes[0], cutoff)
+    def _base_edge_table(self, cost: np.ndarray) -> pd.DataFrame:
+        """Usable (finite-cost) engine edges, laid out like the edge table of :class:`Reach`."""
         ok = np.isfinite(cost)
-        base = pd.DataFrame(
+        return pd.DataFrame(
             {
                 "from": self.u[ok],
                 "to": self.v[ok],
@@ -969,6 +965,14 @@ class Engine:
                 "f1": 1.0,
             }
         )
+
+    def reach(self, sources: Snapped, *, cutoff: float, barriers: BarrierArg = None) -> Reach:
+        """Bounded shortest-path trees of every source, kept sparse (for isochrones)."""
+        self._check(sources)
+        cost = self.edge_costs(barriers)
+        graph, pnodes, anodes, virt = self._augment([sources], cost)
+        trees = self._trees(graph, anodes[0], cutoff)
+        base = self._base_edge_table(cost)
         edges = pd.concat([base, virt], ignore_index=True)
         return Reach(sources.ids, trees, edges, self.n_nodes)
 
@@ -1046,17 +1050,7 @@ class Engine:
 
     def _path_pieces(self, path: np.ndarray, cost: np.ndarray, virt: pd.DataFrame) -> np.ndarray:
         """Geometry of each hop of a node path (cheapest edge per hop)."""
-        ok = np.isfinite(cost)
-        base = pd.DataFrame(
-            {
-                "from": self.u[ok],
-                "to": self.v[ok],
-                "cost": cost[ok],
-                "parent": np.flatnonzero(ok),
-                "f0": 0.0,
-                "f1": 1.0,
-            }
-        )
+        base = self._base_edge_table(cost)
         hops = pd.DataFrame({"from": path[:-1], "to": path[1:], "hop": np.arange(len(path) - 1)})
         cand = pd.concat([base, virt[virt["parent"] >= 0]], ignore_index=True)
         best = (

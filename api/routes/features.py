@@ -17,7 +17,6 @@ from api.errors import ApiProblem
 from api.models import (
     PROBLEM_RESPONSES,
     WRITE_RESPONSES,
-    AuditRecord,
     Collection,
     Collections,
     Conformance,
@@ -31,7 +30,7 @@ from api.models import (
 )
 from api.state import AppState, State
 from geo_minzheng._errors import LayerValidationError
-from geo_minzheng.store import LayerInfo, Record
+from geo_minzheng.store import AuditEntry, LayerInfo, Record
 
 router = APIRouter()
 
@@ -556,7 +555,7 @@ def delete_item(
 
 @router.get(
     "/collections/{collection_id}/items/{feature_id}/history",
-    response_model=list[AuditRecord],
+    response_model=list[AuditEntry],
     responses=WRITE_RESPONSES,
     summary="修改历史 / audit history of a feature",
     description="Every write to the feature: who, when, version and values before and after. "
@@ -568,8 +567,8 @@ def item_history(
     feature_id: FeatureId,
     state: State,
     _: KeyedViewer,
-) -> list[AuditRecord]:
+) -> list[AuditEntry]:
     entries = state.store.history(collection_id, feature_id)
     if not entries:
         state.store.get(collection_id, feature_id)  # 404 for a feature that never existed
-    return [AuditRecord(**vars(e)) for e in entries]
+    return entries

@@ -22,6 +22,7 @@ import shapely
 from conftest import CHANGCHUN, DEMO_DATA, browser_errors
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 from shapely.geometry import Point, box
 
 from geo_minzheng._errors import CRSError, LayerValidationError, UnknownIdError
@@ -380,8 +381,7 @@ def test_offline_map_in_chromium(chromium, zh_page, layers) -> None:
 
     facility = layers["eldercare"].iloc[0]
     _click_feature(driver, m, facility.geometry.x, facility.geometry.y)
-    popup = driver.find_element(By.CSS_SELECTOR, ".leaflet-popup-content")
-    text = popup.text
+    text = _popup_text(driver)
     for expected in ("名称", "南关区幸福养老院", "类别", "养老机构", "床位数", "120 张"):
         assert expected in text, (expected, text)
     assert "助餐、医疗服务" in text and "2,400.5 m²" in text
@@ -399,6 +399,16 @@ def test_offline_map_in_chromium(chromium, zh_page, layers) -> None:
     assert browser_errors(driver) == []
 
 
+def _popup_text(driver) -> str:
+    """The open popup's visible text, once Leaflet's fade-in has made it visible (up to 5 s).
+
+    Selenium reads no text from an element still at opacity 0, so reading at once is racy.
+    """
+    return WebDriverWait(driver, 5).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, ".leaflet-popup-content").text
+    )
+
+
 @pytest.mark.browser
 def test_english_map_in_chromium(chromium, layers, tmp_path) -> None:
     driver = chromium
@@ -407,7 +417,7 @@ def test_english_map_in_chromium(chromium, layers, tmp_path) -> None:
     assert set(_overlay_labels(driver)) == set(TITLES_EN.values())
     shelter = layers["shelters"].geometry.iloc[0].centroid
     _click_feature(driver, m, shelter.x, shelter.y)
-    text = driver.find_element(By.CSS_SELECTOR, ".leaflet-popup-content").text
+    text = _popup_text(driver)
     for expected in ("Name", "Shelter class (GB 51143)", "Fixed shelter, short-term", "18,000 m²"):
         assert expected in text, (expected, text)
     assert driver.find_element(By.CSS_SELECTOR, ".gm-legend").text.startswith("Legend")

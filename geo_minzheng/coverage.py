@@ -8,6 +8,7 @@ standard versions) so that a map or a report can say how it was computed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from pyproj import CRS, Transformer
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
@@ -23,6 +25,7 @@ from scipy.spatial import cKDTree
 from geo_minzheng import crs as gm_crs
 from geo_minzheng import standards as gm_standards
 from geo_minzheng._errors import LayerValidationError, Problem
+from geo_minzheng.engine import id_strings
 
 #: Default time breaks in minutes: the 5/10/15-minute life circles of GB 50180-2018.
 DEFAULT_BREAKS_MIN = (5, 10, 15)
@@ -30,6 +33,7 @@ DEFAULT_BREAKS_MIN = (5, 10, 15)
 #: twice this fall into the same gap). 150 m is half the 5-minute circle's 300 m walk.
 DEFAULT_GAP_BUFFER_M = 150.0
 TOTAL = "total"
+WGS84 = CRS.from_epsg(4326)
 
 WeightSpec = Mapping[float, float] | Callable[[np.ndarray], np.ndarray] | None
 
@@ -83,8 +87,11 @@ def summarize(
     """
     pop = np.asarray(population, dtype=float)
     aged = np.asarray(aged_60_plus, dtype=float)
-    flags = covered_within(time_s, breaks_s)
-    n = len(pop)
+    breaks = np.asarray(breaks_s, dtype=float)
+    order = np.argsort(breaks, kind="stable")
+    # level k: the point is first covered at the k-th smallest break (len(breaks): never)
+    level = np.searchsorted(breaks[order], np.asarray(time_s, dtype=float), side="left")
+    n, n_breaks = len(pop), len(breaks)
     rows = np.arange(n)
     groups = np.zeros(n, dtype=np.int64)
     labels: list[str] = [TOTAL]
@@ -94,38 +101,30 @@ def summarize(
         groups = np.concatenate([groups, munit + 1])
         labels += [str(u) for u in (unit_ids or [])]
     n_groups = len(labels)
-    frames = []
-    for j, b in enumerate(np.asarray(breaks_s, dtype=float)):
-        cov = flags[rows, j]
-        tot_p = np.bincount(groups, weights=pop[rows], minlength=n_groups)
-        tot_a = np.bincount(groups, weights=aged[rows], minlength=n_groups)
-        cov_p = np.bincount(groups, weights=pop[rows] * cov, minlength=n_groups)
-        cov_a = np.bincount(groups, weights=aged[rows] * cov, minlength=n_groups)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "unit": labels,
-                    "break_min": b / 60.0,
-                    "population": tot_p,
-                    "aged_60_plus": tot_a,
-                    "covered_population": cov_p,
-                    "covered_aged_60_plus": cov_a,
-                }
-            )
-        )
-    out = pd.concat(frames, ignore_index=True)
+    cell = groups * (n_breaks + 1) + level[rows]
+    shape = (n_groups, n_breaks + 1)
+    by_level = {
+        name: np.bincount(cell, weights=w[rows], minlength=n_groups * (n_breaks + 1)).reshape(shape)
+        for name, w in (("population", pop), ("aged_60_plus", aged))
+    }
+    # total first, then the units by label; breaks ascending within each unit
+    unit_order = [0] + sorted(range(1, n_groups), key=lambda g: labels[g])
+    g_idx = np.repeat(unit_order, n_breaks)
+    b_idx = np.tile(np.arange(n_breaks), len(unit_order))
+    cols: dict[str, np.ndarray] = {
+        "unit": np.asarray(labels, dtype=object)[g_idx],
+        "break_min": breaks[order][b_idx] / 60.0,
+    }
+    totals = {name: m.sum(axis=1)[g_idx] for name, m in by_level.items()}
+    covered = {name: np.cumsum(m, axis=1)[g_idx, b_idx] for name, m in by_level.items()}
+    for name in by_level:
+        cols[name] = totals[name].round().astype(np.int64)
+    for name in by_level:
+        cols[f"covered_{name}"] = covered[name].round().astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["share_population"] = out["covered_population"] / out["population"]
-        out["share_aged_60_plus"] = out["covered_aged_60_plus"] / out["aged_60_plus"]
-    for col in ("population", "aged_60_plus", "covered_population", "covered_aged_60_plus"):
-        out[col] = out[col].round().astype("int64")
-    return out.sort_values(["unit", "break_min"], key=_total_first).reset_index(drop=True)
-
-
-def _total_first(col: pd.Series) -> pd.Series:
-    if col.name == "unit":
-        return col.map(lambda u: "" if u == TOTAL else str(u))
-    return col
+        for name in by_level:
+            cols[f"share_{name}"] = covered[name] / totals[name]
+    return pd.DataFrame(cols)
 
 
 def _weights(cost: np.ndarray, weights: WeightSpec) -> np.ndarray:
@@ -295,19 +294,25 @@ def _check_demand(gdf_demand: gpd.GeoDataFrame, layer: str = "demand") -> None:
             problems.append(Problem(f"layer '{layer}'", col, "a column", "missing", "missing"))
     if problems:
         raise LayerValidationError(layer, problems)
-    ids = gdf_demand["id"].astype(str)
-    for rid in ids[ids.duplicated()].unique():
+    ids = id_strings(gdf_demand["id"])
+    index = pd.Index(ids)
+    dup = np.zeros(len(ids), dtype=bool) if index.is_unique else index.duplicated()
+    for rid in pd.unique(ids[dup]):
         problems.append(Problem(f"{layer} '{rid}'", "id", "unique", "duplicate", "duplicate"))
+    counts = {}
     for col in ("population", "aged_60_plus"):
-        vals = pd.to_numeric(gdf_demand[col], errors="coerce")
-        bad = vals.isna() | (vals < 0)
-        for rid, raw in zip(ids[bad], gdf_demand[col][bad], strict=True):
-            problems.append(Problem(f"{layer} '{rid}'", col, "a number >= 0", repr(raw)))
-    pop = pd.to_numeric(gdf_demand["population"], errors="coerce")
-    aged = pd.to_numeric(gdf_demand["aged_60_plus"], errors="coerce")
+        raw = gdf_demand[col]
+        vals = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        bad = ~(vals >= 0)  # NaN (not a number) or negative
+        for rid, value in zip(ids[bad], raw[bad], strict=True):
+            problems.append(Problem(f"{layer} '{rid}'", col, "a number >= 0", repr(value)))
+        counts[col] = vals
+    pop, aged = counts["population"], counts["aged_60_plus"]
     over = (aged > pop) & (pop >= 0)
     for rid, a, p in zip(ids[over], aged[over], pop[over], strict=True):
-        problems.append(Problem(f"{layer} '{rid}'", "aged_60_plus", f"<= population ({p})", str(a)))
+        problems.append(
+            Problem(f"{layer} '{rid}'", "aged_60_plus", f"<= population ({p:g})", f"{a:g}")
+        )
     if gdf_demand.crs is None:
         problems.append(Problem(f"layer '{layer}'", "crs", "a defined CRS", "None", "crs"))
     if problems:
@@ -317,7 +322,7 @@ def _check_demand(gdf_demand: gpd.GeoDataFrame, layer: str = "demand") -> None:
 def _points(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """Polygon demand (blocks, communities) is represented by an interior point."""
     geom = gdf.geometry
-    if (geom.geom_type == "Point").all():
+    if (shapely.get_type_id(geom.to_numpy()) == 0).all():
         return gdf
     out = gdf.copy()
     out["geometry"] = geom.representative_point()
@@ -488,49 +493,33 @@ def _engine_speed(engine: Any) -> tuple[float | None, str | None, str]:
     )
 
 
-def nearest_times(
+def _kind_times(
     engine: Any,
-    gdf_demand: gpd.GeoDataFrame,
+    dem: Any,
+    n_demand: int,
     gdf_facilities: gpd.GeoDataFrame,
     *,
     cutoff_s: float,
-    max_snap_m: float = 300.0,
-    demand_snapped: Any = None,
-) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
-    """Nearest facility and time (s) for each demand id; plus the points that did not snap.
+    max_snap_m: float,
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame | None]:
+    """Time (s) to and ID of the nearest facility of each demand row; facilities not snapped.
 
-    One multi-source shortest-path tree per kind, bounded by ``cutoff_s`` (engine.nearest).
+    One multi-source shortest-path tree per kind, bounded by ``cutoff_s``; results are joined
+    to the demand rows by position (``dem.rows``), never by ID lookups.
     """
-    ids = gdf_demand["id"].astype(str)
-    dem = demand_snapped or engine.snap(_points(gdf_demand), id_field="id", max_snap_m=max_snap_m)
-    far: list[pd.DataFrame] = []
-    out = pd.DataFrame({"source_id": None, "cost": np.inf}, index=pd.Index(ids, name="id"))
+    time_s = np.full(n_demand, np.inf)
+    nearest = np.full(n_demand, None, dtype=object)
     if len(gdf_facilities) == 0:
-        return out, far
+        return time_s, nearest, None
     fac = engine.snap(_points(gdf_facilities), id_field="id", max_snap_m=max_snap_m)
-    if len(fac.too_far):
-        far.append(fac.too_far.assign(layer="facility"))
-    if len(fac.ids) == 0 or len(dem.ids) == 0:
-        return out, far
-    near = engine.nearest(fac, dem, cutoff=cutoff_s)
-    near_ids = near.index.astype(str)
-    cost = near["cost"].to_numpy(dtype=float)
-    src = near["source_id"].to_numpy(dtype=object)
-    # snapped points keep the input order, so when all snapped no id lookup is needed
-    if len(near_ids) == len(ids) and (near_ids == ids.to_numpy()).all():
-        pos = np.arange(len(ids))
-    else:
-        pos = pd.Index(ids).get_indexer(near_ids)
-    all_cost = np.full(len(ids), np.inf)
-    all_src = np.full(len(ids), None, dtype=object)
-    within = cost <= cutoff_s
-    all_cost[pos[within]] = cost[within]
-    all_src[pos[within]] = src[within]
-    out = pd.DataFrame(
-        {"source_id": pd.Series(all_src, index=out.index, dtype=object), "cost": all_cost},
-        index=out.index,
-    )
-    return out, far
+    far = fac.too_far if len(fac.too_far) else None
+    if len(fac) == 0 or len(dem) == 0:
+        return time_s, nearest, far
+    cost, which = engine.nearest_arrays(fac, dem, cutoff=cutoff_s)
+    time_s[dem.rows] = cost
+    hit = which >= 0
+    nearest[dem.rows[hit]] = fac.ids[which[hit]]
+    return time_s, nearest, far
 
 
 def analyze(
@@ -578,8 +567,7 @@ def analyze(
     gap_break = float(gap_break_min) if gap_break_min is not None else breaks[-1]
     breaks_s = [b * 60.0 for b in breaks]
     cutoff_s = max(breaks[-1], gap_break) * 60.0
-    demand = gdf_demand.to_crs(4326) if gdf_demand.crs.to_epsg() != 4326 else gdf_demand.copy()
-    demand["id"] = demand["id"].astype(str)
+    demand = _in_wgs84(gdf_demand)
     pop = pd.to_numeric(demand["population"]).to_numpy(dtype=float)
     aged = pd.to_numeric(demand["aged_60_plus"]).to_numpy(dtype=float)
     rows, units, info = unit_membership(demand, gdf_units)
@@ -587,25 +575,21 @@ def analyze(
 
     # snap the input frame itself: the engine projects it once (no WGS84 round trip)
     dem_snapped = engine.snap(
-        _points(gdf_demand).assign(id=demand["id"].to_numpy()), id_field="id", max_snap_m=max_snap_m
+        _points(gdf_demand), id_field="id", max_snap_m=max_snap_m, ids_checked=True
     )
+    if pd.api.types.infer_dtype(demand["id"], skipna=False) != "string":
+        demand["id"] = id_strings(demand["id"])
     far = [dem_snapped.too_far.assign(layer="demand")] if len(dem_snapped.too_far) else []
-    tables = []
-    gap_frames = []
+    tables, gap_frames, columns = [], [], {}
     xy = _projected_xy(demand) if gaps else np.zeros((0, 2))
     for kind, gdf_fac in facilities.items():
-        near, far_fac = nearest_times(
-            engine,
-            demand,
-            gdf_fac,
-            cutoff_s=cutoff_s,
-            max_snap_m=max_snap_m,
-            demand_snapped=dem_snapped,
+        time_s, nearest, far_fac = _kind_times(
+            engine, dem_snapped, len(demand), gdf_fac, cutoff_s=cutoff_s, max_snap_m=max_snap_m
         )
-        far += [f.assign(layer=kind) for f in far_fac]
-        time_s = near["cost"].reindex(demand["id"]).to_numpy(dtype=float)
-        demand[f"nearest_{kind}"] = near["source_id"].reindex(demand["id"]).to_numpy(dtype=object)
-        demand[f"time_min_{kind}"] = time_s / 60.0
+        if far_fac is not None:
+            far.append(far_fac.assign(layer=kind))
+        columns[f"nearest_{kind}"] = pd.Series(nearest, index=demand.index, dtype=object)
+        columns[f"time_min_{kind}"] = time_s / 60.0
         t = summarize(time_s, pop, aged, breaks_s, membership=(rows, units), unit_ids=unit_ids)
         t.insert(0, "kind", kind)
         tables.append(t)
@@ -615,20 +599,22 @@ def analyze(
             kind_gaps.insert(0, "break_min", gap_break)
             kind_gaps.insert(0, "kind", kind)
             gap_frames.append(kind_gaps)
+    demand = demand.assign(**columns)
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if len(table):
         names = dict(zip(unit_ids, info["name"], strict=True)) | {TOTAL: "合计"}
         levels = dict(zip(unit_ids, info["level"], strict=True))
         table.insert(2, "unit_name", table["unit"].map(names))
         table.insert(3, "level", table["unit"].map(levels))
-    work = _working_crs(demand)
     gap_cols = ["kind", "break_min", "rank", "n_points", "population", "aged_60_plus", "area_m2"]
     gaps_df = (
         pd.concat(gap_frames, ignore_index=True)
         if gap_frames
         else pd.DataFrame({c: [] for c in gap_cols}).assign(geometry=None)
     )
-    gaps_gdf = gpd.GeoDataFrame(gaps_df, geometry="geometry", crs=work).to_crs(4326)
+    gaps_gdf = gpd.GeoDataFrame(
+        gaps_df, geometry="geometry", crs=_working_crs(demand) if gaps else WGS84
+    ).to_crs(WGS84)
     speed, profile, weight = _engine_speed(engine)
     provenance = {
         "kinds": list(facilities),
@@ -640,7 +626,7 @@ def analyze(
         "profile": profile,
         "weight": weight,
         "units": "admin_code" if gdf_units is None else gdf_units.attrs.get("layer", "admin_unit"),
-        "standard": gm_standards.load("gb50180_2018").label,
+        "standard": _standard_label(),
     }
     demand.attrs = dict(gdf_demand.attrs) | {"coverage": provenance}
     not_snapped = (
@@ -649,6 +635,29 @@ def analyze(
         else pd.DataFrame(columns=["layer", "id", "distance_m"])
     )
     return CoverageResult(demand, table, gaps_gdf, not_snapped, provenance)
+
+
+@functools.cache
+def _standard_label() -> str:
+    """The life-circle standard's label (the packaged file does not change while running)."""
+    return gm_standards.load("gb50180_2018").label
+
+
+@functools.cache
+def _wgs84_transform(srs: str) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    return Transformer.from_crs(srs, 4326, always_xy=True).transform
+
+
+def _in_wgs84(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """A WGS84 copy; point layers are transformed as coordinate arrays (several times faster)."""
+    if gdf.crs == WGS84:
+        return gdf.copy()
+    geoms = gdf.geometry.to_numpy()
+    if not ((shapely.get_type_id(geoms) == 0) & ~shapely.is_empty(geoms)).all():
+        return gdf.to_crs(4326)
+    lon, lat = _wgs84_transform(gdf.crs.srs)(*shapely.get_coordinates(geoms).T)
+    out = pd.DataFrame(gdf.drop(columns=gdf.geometry.name))
+    return gpd.GeoDataFrame(out, geometry=shapely.points(lon, lat), crs=4326)
 
 
 def _working_crs(gdf: gpd.GeoDataFrame) -> Any:

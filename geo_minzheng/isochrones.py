@@ -41,7 +41,7 @@ import shapely
 from scipy import ndimage
 
 from geo_minzheng._errors import NetworkError
-from geo_minzheng.engine import BarrierArg, Barriers, Engine, Reach, Snapped
+from geo_minzheng.engine import BarrierArg, Barriers, Engine, Reach, Snapped, _ranges
 
 #: Surface value of a cell with no road within the buffer (open land, gaps between tiles).
 _BIG = np.uint16(65535)
@@ -66,42 +66,52 @@ _ROAD_BLOCKS = weakref.WeakKeyDictionary()
 def _reached_parts(engine: Engine, reach: Reach, cutoff: float) -> dict[str, np.ndarray]:
     """Every (facility, reached edge part) with its start cost, parent edge and fractions.
 
-    Only edges leaving a node that some facility reaches are looked at, so a call costs in
-    proportion to what is reached, not to the network's size. A street reached from both ends
-    is cut where the two costs meet (each direction keeps only the part it reaches first), and
-    parts that reach nothing beyond their start node are dropped: that node is the end of the
-    part it was reached by.
+    Only edges leaving a node that some facility reaches are looked at (through the engine's
+    edges sorted by start node), so a call costs in proportion to what is reached, not to the
+    network's size. A street reached from both ends is cut where the two costs meet (each
+    direction keeps only the part it reaches first), and parts that reach nothing beyond their
+    start node are dropped: that node is the end of the part it was reached by.
     """
-    edges = reach.edges
-    e_from = edges["from"].to_numpy()
-    parent_all = edges["parent"].to_numpy()
     csr = reach.cost
     n_aug = csr.shape[1]
     coo = csr.tocoo()
     fac, node, dist = coo.row, coo.col, coo.data
-    hit = np.zeros(n_aug, dtype=bool)
-    hit[node] = True
-    sel = np.flatnonzero(hit[e_from] & (parent_all >= 0))
-    sel = sel[np.argsort(e_from[sel], kind="stable")]
-    s_from = e_from[sel]
-    s_to = edges["to"].to_numpy()[sel]
-    s_cost = edges["cost"].to_numpy()[sel]
-    s_par = parent_all[sel]
-    # the reverse of each selected edge over the same street segment (cost inf where none)
+    # the engine's own out-edges of each (facility, node) pair, usable ones only; the cost of
+    # each edge's twin (the reverse over the same street segment) comes from the engine
+    order, out_ptr = engine._out_edges()
+    pb = np.flatnonzero(node < reach.n_real_nodes)
+    deg = out_ptr[node[pb] + 1] - out_ptr[node[pb]]
+    rep = np.repeat(pb, deg)
+    eb = order[_ranges(out_ptr[node[pb]], deg)]
+    ok = np.isfinite(reach.edge_cost[eb])
+    rep, eb = rep[ok], eb[ok]
+    twin = engine._twins()[eb]
+    rc_b = np.where(twin >= 0, reach.edge_cost[np.maximum(twin, 0)], np.inf)
+    # the virtual out-edges (the sources' edge pieces), and their twins among themselves
+    virt = reach.virtual
+    vi = np.flatnonzero(virt["parent"] >= 0)
+    vi = vi[np.argsort(virt["from"][vi], kind="stable")]
+    v_from, v_to, v_par = virt["from"][vi], virt["to"][vi], virt["parent"][vi]
     seg_of_edge = engine._segment_index()[0]
-    key = s_from * n_aug + s_to
+    key = v_from * n_aug + v_to
     korder = np.argsort(key, kind="stable")
-    at = np.minimum(np.searchsorted(key[korder], s_to * n_aug + s_from), len(key) - 1)
-    rev = korder[at]
-    twin = (key[rev] == s_to * n_aug + s_from) & (seg_of_edge[s_par[rev]] == seg_of_edge[s_par])
-    rev_cost = np.where(twin, s_cost[rev], np.inf)
-    # (facility, node) pairs -> their out-edges
-    cnt = np.bincount(s_from, minlength=n_aug)
-    ptr = np.concatenate([[0], np.cumsum(cnt)])
-    deg = cnt[node]
-    rep = np.repeat(np.arange(len(node)), deg)
-    e = np.repeat(ptr[node], deg) + (np.arange(len(rep)) - np.repeat(np.cumsum(deg) - deg, deg))
-    f, d, c = fac[rep], dist[rep], s_cost[e]
+    at = np.minimum(np.searchsorted(key[korder], v_to * n_aug + v_from), max(len(key) - 1, 0))
+    rev = korder[at] if len(key) else at
+    is_twin = (key[rev] == v_to * n_aug + v_from) & (seg_of_edge[v_par[rev]] == seg_of_edge[v_par])
+    rc_v = np.where(is_twin, virt["cost"][vi][rev], np.inf) if len(key) else np.empty(0)
+    lo = np.searchsorted(v_from, node)
+    vdeg = np.searchsorted(v_from, node, side="right") - lo
+    rep_v = np.repeat(np.arange(len(node)), vdeg)
+    ev = _ranges(lo, vdeg)
+    # all parts: (facility, start cost, edge cost, end node, parent, fractions, twin cost)
+    rep_all = np.concatenate([rep, rep_v])
+    f, d = fac[rep_all], dist[rep_all]
+    c = np.concatenate([reach.edge_cost[eb], virt["cost"][vi][ev]])
+    to = np.concatenate([reach.edge_v[eb], v_to[ev]])
+    par = np.concatenate([eb, v_par[ev]])
+    f0 = np.concatenate([np.zeros(len(eb)), virt["f0"][vi][ev]])
+    f1 = np.concatenate([np.ones(len(eb)), virt["f1"][vi][ev]])
+    rc = np.concatenate([rc_b, rc_v[ev]])
     # cost of the facility at each part's end node (inf if not reached)
     fkey = fac.astype(np.int64) * n_aug + node
     if np.any(fkey[1:] < fkey[:-1]):
@@ -109,23 +119,20 @@ def _reached_parts(engine: Engine, reach: Reach, cutoff: float) -> dict[str, np.
         fkey, dist_sorted = fkey[fo], dist[fo]
     else:
         dist_sorted = dist
-    want = f.astype(np.int64) * n_aug + s_to[e]
+    want = f.astype(np.int64) * n_aug + to
     at = np.minimum(np.searchsorted(fkey, want), len(fkey) - 1)
     d_end = np.where(fkey[at] == want, dist_sorted[at], np.inf)
-    rc = rev_cost[e]
     with np.errstate(invalid="ignore"):
         meet = np.where(np.isfinite(d_end) & np.isfinite(rc), (d_end + rc - d) / (c + rc), 1.0)
     r = np.clip(np.minimum((cutoff - d) / c, meet), 0.0, 1.0)
     keep = r > 0
-    eidx = sel[e[keep]]
-    f0 = edges["f0"].to_numpy()[eidx]
     return {
         "fac": f[keep],
         "d": d[keep],
         "cost": c[keep],
-        "parent": s_par[e[keep]],
-        "f0": f0,
-        "df": edges["f1"].to_numpy()[eidx] - f0,
+        "parent": par[keep],
+        "f0": f0[keep],
+        "df": f1[keep] - f0[keep],
         "r": r[keep],
     }
 
@@ -158,10 +165,9 @@ def _reached_samples(
     if np.any(p["fac"][1:] < p["fac"][:-1]):  # parts come grouped by facility: keep it so
         o = np.argsort(p["fac"], kind="stable")
         p = {k: v[o] for k, v in p.items()}
-    uniq, line = np.unique(p["parent"], return_inverse=True)
-    coords, vptr, arc = _line_vertices(engine.geometry[uniq])
-    coords = coords / cell  # in cell units from here on
-    glen = arc[np.maximum(vptr[1:] - 1, 0)][line]
+    line = p["parent"]
+    coords, vptr, arc = engine._vertex_index()
+    glen = arc[np.maximum(vptr[line + 1] - 1, 0)]
     a = p["f0"] * glen
     b = a + p["r"] * p["df"] * glen
     rate = p["cost"] / np.maximum(p["df"] * glen, 1e-12)  # cost per metre along this part
@@ -176,20 +182,20 @@ def _reached_samples(
     ok = hi >= lo
     rep, v0, s0, lo, hi = rep[ok], v0[ok], s0[ok], lo[ok], hi[ok]
     seg_len = np.maximum(s1[ok] - s0, 1e-12)
-    unit = (coords[v0 + 1] - coords[v0]) / seg_len[:, None]  # cells per metre
-    start = coords[v0] + unit * (lo - s0)[:, None]
+    # in cell units from here on, x and y apart (1-D inserts are the cheap ones)
+    x0, y0 = coords[v0, 0] / cell, coords[v0, 1] / cell
+    ux = (coords[v0 + 1, 0] / cell - x0) / seg_len  # cells per metre
+    uy = (coords[v0 + 1, 1] / cell - y0) / seg_len
+    sx = x0 + ux * (lo - s0)
+    sy = y0 + uy * (lo - s0)
     n_pt = np.ceil((hi - lo) / step_m).astype(np.int64) + 1
     stride = (hi - lo) / np.maximum(n_pt - 1, 1)
     c_lo = p["d"][rep] + (lo - a[rep]) * rate[rep]
     c_step = stride * rate[rep]
-    vec = unit * stride[:, None]
-    seg = np.repeat(np.arange(len(rep)), n_pt)
-    j = (np.arange(len(seg)) - np.repeat(np.cumsum(n_pt) - n_pt, n_pt)).astype(float)
-    ci = np.rint(start[seg, 0] + vec[seg, 0] * j).astype(np.int64)
-    cj = np.rint(start[seg, 1] + vec[seg, 1] * j).astype(np.int64)
-    c = (c_lo[seg] + c_step[seg] * j).astype(np.float32)
-    owner = p["fac"][rep][seg].astype(np.int64)
-    # the facility itself and its access leg, merged in facility order
+    vx, vy = ux * stride, uy * stride
+    owner = p["fac"][rep].astype(np.int64)
+    # the facility itself and its access leg: one-sample pieces (no step), merged into the
+    # pieces in facility order before the pieces are expanded to samples
     n = len(facilities)
     extra_xy = np.concatenate([facilities.xy, facilities.snapped_xy]) / cell
     extra_c = np.concatenate([np.zeros(n), facilities.access_cost])
@@ -198,10 +204,29 @@ def _reached_samples(
     o = np.argsort(extra_f[keep], kind="stable")
     extra_f = extra_f[keep][o]
     at = np.searchsorted(owner, extra_f, side="right")
-    ci = np.insert(ci, at, np.rint(extra_xy[keep][o, 0]).astype(np.int64))
-    cj = np.insert(cj, at, np.rint(extra_xy[keep][o, 1]).astype(np.int64))
-    c = np.insert(c, at, extra_c[keep][o].astype(np.float32))
+    sx = np.insert(sx, at, extra_xy[keep][o, 0])
+    sy = np.insert(sy, at, extra_xy[keep][o, 1])
+    vx = np.insert(vx, at, 0.0)
+    vy = np.insert(vy, at, 0.0)
+    c_lo = np.insert(c_lo, at, extra_c[keep][o])
+    c_step = np.insert(c_step, at, 0.0)
+    n_pt = np.insert(n_pt, at, 1)
     owner = np.insert(owner, at, extra_f)
+    # per sample: np.repeat of each piece's values (a contiguous copy, cheaper than a
+    # fancy-index gather), then the same arithmetic
+    total = int(n_pt.sum())
+    j = (np.arange(total) - np.repeat(np.cumsum(n_pt) - n_pt, n_pt)).astype(float)
+
+    def along(first: np.ndarray, step: np.ndarray) -> np.ndarray:
+        out = np.repeat(np.ascontiguousarray(step), n_pt)
+        out *= j
+        out += np.repeat(np.ascontiguousarray(first), n_pt)
+        return out
+
+    ci = np.rint(along(sx, vx)).astype(np.int64)
+    cj = np.rint(along(sy, vy)).astype(np.int64)
+    c = along(c_lo, c_step).astype(np.float32)
+    owner = np.repeat(owner, n_pt)
     return ci, cj, c, owner
 
 
@@ -228,7 +253,7 @@ def _clip_to_boxes(
 
 def _draw_blocks(engine: Engine, cell: float, keys: np.ndarray) -> np.ndarray:
     """Road cells of the blocks ``keys`` (rows of block row, block col): (n, _BLOCK, _BLOCK)."""
-    _, _, seg_geom, _, _, tree = engine._segment_index()
+    seg_geom, tree = engine._segment_index()[2], engine._segment_tree()
     n = len(keys)
     out = np.zeros((n, _BLOCK, _BLOCK), dtype=bool)
     size = _BLOCK * cell
@@ -309,11 +334,52 @@ def _min3(a: np.ndarray, axis: int, fn: np.ufunc) -> np.ndarray:
     Cells beyond the border count as absent. Shifted-slice passes over the whole canvas:
     several times faster than scipy.ndimage's generic 1-D filter for these 3-cell windows.
     """
-    out = a.copy()
-    lo = (slice(None),) * axis + (slice(1, None),)
-    hi = (slice(None),) * axis + (slice(None, -1),)
-    fn(out[lo], a[hi], out=out[lo])
-    fn(out[hi], a[lo], out=out[hi])
+    pre = (slice(None),) * axis
+    if a.shape[axis] < 3:
+        out = a.copy()
+        fn(
+            out[pre + (slice(1, None),)],
+            a[pre + (slice(None, -1),)],
+            out=out[pre + (slice(1, None),)],
+        )
+        fn(
+            out[pre + (slice(None, -1),)],
+            a[pre + (slice(1, None),)],
+            out=out[pre + (slice(None, -1),)],
+        )
+        return out
+    out = np.empty_like(a)
+    mid = out[pre + (slice(1, -1),)]
+    fn(a[pre + (slice(None, -2),)], a[pre + (slice(2, None),)], out=mid)
+    fn(mid, a[pre + (slice(1, -1),)], out=mid)
+    fn(a[pre + (0,)], a[pre + (1,)], out=out[pre + (0,)])
+    fn(a[pre + (-1,)], a[pre + (-2,)], out=out[pre + (-1,)])
+    return out
+
+
+def _neighbourhood(a: np.ndarray, cells: np.ndarray, fn: np.ufunc) -> np.ndarray:
+    """``fn`` (np.minimum or np.maximum) over the 3 x 3 cells around each of ``cells`` (flat
+    indices): a gather where only a few cells need it, not a whole pass over the canvas.
+
+    A canvas's outermost cells are gap (no tile reaches them), so the cells asked about are
+    inside it and their neighbours are plain flat offsets; borders are clipped otherwise.
+    """
+    ny, nx_ = a.shape
+    flat = a.ravel()
+    out = flat[cells]
+    col = cells % nx_
+    if len(cells) and (
+        cells.min() < nx_ or cells.max() >= (ny - 1) * nx_ or col.min() == 0 or col.max() == nx_ - 1
+    ):
+        r = cells // nx_
+        for dr in (-1, 0, 1):
+            rr = np.clip(r + dr, 0, ny - 1) * nx_
+            for dc in (-1, 0, 1):
+                if dr or dc:
+                    fn(out, np.take(flat, rr + np.clip(col + dc, 0, nx_ - 1)), out=out)
+        return out
+    for off in (-nx_ - 1, -nx_, -nx_ + 1, -1, 1, nx_ - 1, nx_, nx_ + 1):
+        fn(out, np.take(flat, cells + off), out=out)
     return out
 
 
@@ -328,7 +394,10 @@ def _erode(grid: np.ndarray, radius: int) -> np.ndarray:
         f = across[dx]
         for _ in range(dy):
             f = _min3(f, 0, np.minimum)
-        out = f.copy() if out is None else np.minimum(out, f, out=out)
+        if out is None:  # the widest rectangle comes first and is never read again
+            out = f.copy() if f is grid else f
+        else:
+            np.minimum(out, f, out=out)
     assert out is not None
     return out
 
@@ -349,51 +418,72 @@ def _surface(grid: np.ndarray, radius: int) -> np.ndarray:
     # the end of a reached part has one, and stays unreached
     reached = (grid < _ROAD).astype(np.uint8)
     n_reached = _min3(_min3(reached, 0, np.add), 1, np.add) - reached
-    near = _min3(_min3(grid, 0, np.minimum), 1, np.minimum)
-    grid = np.where((grid == _ROAD) & (n_reached >= 2), near, grid)
+    # (few cells qualify: their 3 x 3 least value is gathered, not computed everywhere)
+    fix = np.flatnonzero(((grid == _ROAD) & (n_reached >= 2)).ravel())
+    if len(fix):
+        grid = grid.copy()
+        grid.ravel()[fix] = _neighbourhood(grid, fix, np.minimum)
     grid = _erode(grid, radius)
     free = grid == _BIG  # no road within the buffer
     labels, n_lab = ndimage.label(free)
     if n_lab:
         border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        ring = _min3(_min3(labels, 0, np.maximum), 1, np.maximum)
-        on_ring = (ring > 0) & ~free
+        # the ring: cells that are not free but touch a free area, and the (highest) label
+        # of the areas they touch
+        near_free = _min3(_min3(free, 0, np.logical_or), 1, np.logical_or)
+        on_ring = np.flatnonzero((near_free & ~free).ravel())
+        ring = _neighbourhood(labels, on_ring, np.maximum)
         fill = np.full(n_lab + 1, -1, dtype=np.int32)
         # matching dtypes and intp indices: numpy's fast path for ufunc.at (50x faster)
-        np.maximum.at(fill, ring[on_ring].astype(np.intp), grid[on_ring].astype(np.int32))
+        np.maximum.at(fill, ring.astype(np.intp), grid.ravel()[on_ring].astype(np.int32))
         fill[fill < 0] = _BIG  # an area whose ring was all claimed by a neighbour
         fill[border] = _BIG
         fill[0] = _BIG  # not a road-free area: keep its own value
         fill = fill.astype(np.uint16)
-        grid = np.minimum(grid, fill[labels])
+        grid = np.minimum(grid, np.take(fill, labels))  # np.take: 3x faster than fill[labels]
     return grid
+
+
+def _tile_at(tiles: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Index of the tile (rows of x, y, width, height, in shelf order) containing each canvas
+    cell (x, y), -1 for none: shelves by y, then tiles by x within the shelf."""
+    ox, oy, w, h = tiles.T
+    shelf_y, shelf = np.unique(oy, return_inverse=True)
+    span = int(ox.max(initial=0) + w.max(initial=0)) + 1
+    key = shelf * span + ox  # increasing: tiles are packed shelf by shelf, left to right
+    s = np.searchsorted(shelf_y, y, side="right") - 1
+    k = np.searchsorted(key, s * span + np.minimum(x, span - 1), side="right") - 1
+    kk = np.maximum(k, 0)
+    inside = (k >= 0) & (x >= ox[kk]) & (x < ox[kk] + w[kk]) & (y >= oy[kk]) & (y < oy[kk] + h[kk])
+    return np.where(inside, k, -1)
 
 
 def _canvas_polygons(
     grid: np.ndarray,
-    tile_id: np.ndarray,
+    tiles: np.ndarray,
     shift: np.ndarray,
     cell: float,
     breaks: np.ndarray,
     rings: bool,
-    n_tiles: int,
 ) -> np.ndarray:
     """Filled contours of a canvas of tiles, as ``(n_tiles, n_breaks)`` MultiPolygons.
 
     Contours are traced in cell units; each polygon belongs to the tile under its first
     vertex and is moved to world coordinates by that tile's ``shift`` (world = cell * canvas
-    + shift).
+    + shift); ``tiles`` holds each tile's canvas x, y, width and height.
     """
     ny, nx_ = grid.shape
+    n_tiles = len(tiles)
     # levels half-way between two integer steps: no cell equals one, so rings never touch
     levels = np.rint(breaks * (_Q_MAX / breaks[-1])) + 0.5
-    # the generator class itself: contour_generator() would also copy x and y meshgrids and
-    # scan z for NaN (none here)
+    # the generator class itself: contour_generator() would also copy x and y meshgrids. An
+    # explicit all-False mask: without one, the generator scans z for NaN to build a mask
+    # (none here), which costs more than handing it an empty one (same contours)
     gen = contourpy.SerialContourGenerator(
         np.broadcast_to(np.arange(nx_, dtype=np.float64), (ny, nx_)),
         np.broadcast_to(np.arange(ny, dtype=np.float64)[:, None], (ny, nx_)),
         grid.astype(np.float64),
-        None,  # type: ignore[arg-type]  # no mask (the stub says ndarray; None is accepted)
+        np.zeros((ny, nx_), dtype=bool),
         corner_mask=True,
         line_type=contourpy.LineType.Separate,
         fill_type=contourpy.FillType.ChunkCombinedOffsetOffset,
@@ -419,10 +509,11 @@ def _canvas_polygons(
         ring_of_pt = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
         poly_of_ring = np.repeat(np.arange(len(outer) - 1), np.diff(outer))
         first = points[offsets[outer[:-1]]]
-        tile = tile_id[
-            np.clip(np.round(first[:, 1]).astype(np.int64), 0, ny - 1),
+        tile = _tile_at(
+            tiles,
             np.clip(np.round(first[:, 0]).astype(np.int64), 0, nx_ - 1),
-        ]
+            np.clip(np.round(first[:, 1]).astype(np.int64), 0, ny - 1),
+        )
         xy = points * cell + shift[tile[poly_of_ring[ring_of_pt]]]
         ring_geoms = shapely.linearrings(xy, indices=ring_of_pt)
         polys = shapely.polygons(ring_geoms, indices=poly_of_ring)
@@ -506,7 +597,7 @@ def service_areas(
     polys[:] = shapely.MultiPolygon()
     if len(todo):
         blocks = _road_blocks(engine, cell, j0, j1, i0, i1)
-        pos = np.repeat(np.arange(len(todo)), np.diff(ptr)[todo])
+        counts = np.diff(ptr)[todo]
         gap = radius + 2
         area = np.cumsum((i1 - i0 + gap) * (j1 - j0 + gap))
         start = 0
@@ -516,7 +607,7 @@ def service_areas(
             s0, s1 = ptr[todo[start]], ptr[todo[stop - 1] + 1]
             polys[todo[start:stop]] = _run_canvas(
                 start, stop, i0, j0, i1, j1, gap, blocks, cell,
-                ci[s0:s1], cj[s0:s1], cost[s0:s1], pos[s0:s1], radius, brk, rings,
+                ci[s0:s1], cj[s0:s1], cost[s0:s1], counts[start:stop], radius, brk, rings,
             )  # fmt: skip
             start = stop
     cut = _closing_polygons(engine, barriers)
@@ -562,31 +653,30 @@ def _run_canvas(
     ci: np.ndarray,
     cj: np.ndarray,
     cost: np.ndarray,
-    pos: np.ndarray,
+    counts: np.ndarray,
     radius: int,
     brk: np.ndarray,
     rings: bool,
 ) -> np.ndarray:
-    """Pack windows ``start:stop`` on one canvas, build its cost surface and contour it."""
+    """Pack windows ``start:stop`` on one canvas, build its cost surface and contour it.
+
+    ``ci``, ``cj`` and ``cost`` are the windows' samples, grouped by window (``counts`` each).
+    """
     ti0, tj0, ti1, tj1 = i0[start:stop], j0[start:stop], i1[start:stop], j1[start:stop]
     w, h = ti1 - ti0, tj1 - tj0
     ox, oy, width, height = _pack(w, h, gap)
     grid = np.full((height, width), _BIG, dtype=np.uint16)
-    tile_id = np.full((height, width), -1, dtype=np.int32)
     # per tile: copy its part of each road block it overlaps (a few slice copies per tile;
     # plain ints, as numpy scalars make this loop several times slower)
-    for k, (x0, y0, a0, a1, b0, b1) in enumerate(
-        zip(
-            ox.tolist(),
-            oy.tolist(),
-            tj0.tolist(),
-            tj1.tolist(),
-            ti0.tolist(),
-            ti1.tolist(),
-            strict=True,
-        )
+    for x0, y0, a0, a1, b0, b1 in zip(
+        ox.tolist(),
+        oy.tolist(),
+        tj0.tolist(),
+        tj1.tolist(),
+        ti0.tolist(),
+        ti1.tolist(),
+        strict=True,
     ):
-        tile_id[y0 : y0 + a1 - a0, x0 : x0 + b1 - b0] = k
         for bj in range(a0 // _BLOCK, (a1 - 1) // _BLOCK + 1):
             r0, r1 = max(a0, bj * _BLOCK), min(a1, (bj + 1) * _BLOCK)
             for bi in range(b0 // _BLOCK, (b1 - 1) // _BLOCK + 1):
@@ -594,13 +684,15 @@ def _run_canvas(
                 grid[y0 + r0 - a0 : y0 + r1 - a0, x0 + c0 - b0 : x0 + c1 - b0] = blocks[(bj, bi)][
                     r0 - bj * _BLOCK : r1 - bj * _BLOCK, c0 - bi * _BLOCK : c1 - bi * _BLOCK
                 ]
-    t = pos - start
-    x = ci - ti0[t] + ox[t]
-    y = cj - tj0[t] + oy[t]
-    np.minimum.at(grid.ravel(), y * width + x, cost)  # least cost (uint16 steps) per cell
+    # canvas cell of every sample: its window's offset, repeated over the window's samples
+    flat = cj * width
+    flat += ci
+    flat += np.repeat((oy - tj0) * width + (ox - ti0), counts)
+    np.minimum.at(grid.ravel(), flat, cost)  # least cost (uint16 steps) per cell
     grid = _surface(grid, radius)
     shift = np.column_stack([(ti0 - ox) * cell, (tj0 - oy) * cell])
-    return _canvas_polygons(grid, tile_id, shift, cell, brk, rings, stop - start)
+    tiles = np.column_stack([ox, oy, w, h])
+    return _canvas_polygons(grid, tiles, shift, cell, brk, rings)
 
 
 def _closing_polygons(engine: Engine, barriers: BarrierArg) -> shapely.Geometry | None:

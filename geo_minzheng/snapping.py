@@ -1,0 +1,251 @@
+"""Bulk nearest-street-segment lookup on a uniform grid, in numpy.
+
+Snapping hundreds of thousands of demand points to the street network is the first step of
+every coverage run. GEOS answers one nearest-neighbour query at a time (``STRtree.query_nearest``
+takes ~11 µs a point) and builds a polygon per query box; here every straight piece of every
+street segment is hashed once into square cells, and a whole batch of points is matched by
+gathering the pieces near each point and measuring the point-to-piece distances with array
+arithmetic. A piece within ``radius`` of a point always meets the point's ``radius`` box, and
+every piece meeting that box is gathered, so the answer is exact; points with no street within
+the largest radius are returned as unmatched for the caller to report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+
+#: Cell side of the grid (m). Half of it is the first search radius, which finds the street of
+#: almost every address point; larger radii look at more cells.
+DEFAULT_CELL_M = 50.0
+#: Search radii beyond the first (m), each only for the points the previous one left unmatched.
+WIDER_RADII_M = (50.0, 100.0, 300.0, 1000.0)
+
+
+@dataclass(frozen=True)
+class Match:
+    """Nearest segment of each matched point (``point`` indexes the query, sorted)."""
+
+    point: np.ndarray
+    segment: np.ndarray
+    distance_m: np.ndarray
+    offset_m: np.ndarray  # along the segment from its first vertex
+    snapped_xy: np.ndarray  # the nearest position on the segment
+
+
+@dataclass(frozen=True)
+class _Buckets:
+    """Piece numbers grouped by an integer key (sorted keys, each with a run of pieces)."""
+
+    keys: np.ndarray
+    start: np.ndarray
+    count: np.ndarray
+    pieces: np.ndarray
+
+    @classmethod
+    def of(cls, keys: np.ndarray, pieces: np.ndarray) -> _Buckets:
+        order = np.lexsort((pieces, keys))
+        keys, pieces = keys[order], pieces[order]
+        keep = np.ones(len(keys), dtype=bool)
+        keep[1:] = (keys[1:] != keys[:-1]) | (pieces[1:] != pieces[:-1])
+        keys, pieces = keys[keep], pieces[keep]
+        uniq, start, count = np.unique(keys, return_index=True, return_counts=True)
+        return cls(uniq, start, count, pieces.astype(np.int64))
+
+    def gather(
+        self, query: np.ndarray, keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every piece under each key (``keys[i]`` of ``query[i]``), grouped by query.
+
+        Returns the queries that have pieces, their piece counts, and per pair the query's
+        position among those and the piece.
+        """
+        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        hit = np.flatnonzero(self.keys[pos] == keys)
+        bucket = pos[hit]
+        count = self.count[bucket]
+        first = np.repeat(self.start[bucket] - (np.cumsum(count) - count), count)
+        owner = np.repeat(np.arange(len(hit)), count)
+        return query[hit], count, owner, self.pieces[first + np.arange(len(first))]
+
+
+class SegmentGrid:
+    """Straight pieces of line segments hashed into square grid cells.
+
+    Parameters
+    ----------
+    segments
+        Line geometries (a projected CRS, metres); a match names a segment by its position.
+    cell_m
+        Cell side in metres.
+    """
+
+    def __init__(self, segments: np.ndarray, *, cell_m: float = DEFAULT_CELL_M) -> None:
+        coords, line = shapely.get_coordinates(segments, return_index=True)
+        inner = np.flatnonzero(line[1:] == line[:-1])  # a piece joins vertex k and k + 1
+        a, b = coords[inner], coords[inner + 1]
+        self.ax, self.ay = a[:, 0].copy(), a[:, 1].copy()
+        self.dx, self.dy = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
+        # dividing by len2 (not multiplying by 1/len2) keeps t exactly 1 at a piece's end vertex,
+        # which the engine reads as the edge's end node
+        self.len2 = np.maximum(self.dx**2 + self.dy**2, 1e-300)
+        self.segment = line[inner]
+        piece_len = np.hypot(self.dx, self.dy)
+        run = np.cumsum(piece_len) - piece_len  # length before each piece, over all pieces
+        first = np.ones(len(inner), dtype=bool)
+        first[1:] = self.segment[1:] != self.segment[:-1]
+        self.start_m = run - np.maximum.accumulate(np.where(first, run, 0.0))
+        # a segment's last piece ends exactly at the segment's GEOS length, so that a point
+        # snapped to a segment's end gets an offset equal to the length (fraction exactly 1)
+        last = np.ones(len(inner), dtype=bool)
+        last[:-1] = first[1:]
+        self.end_m = self.start_m + piece_len
+        self.end_m[last] = shapely.length(segments)[self.segment[last]]
+        self.cell = float(cell_m)
+        # one empty cell of margin below and left, so that every block anchor has a row >= 0
+        self.origin = coords.min(axis=0) - self.cell if len(coords) else np.zeros(2)
+        self.n_rows = int(np.ceil(np.ptp(coords[:, 1]) / self.cell)) + 3 if len(coords) else 1
+        lo, hi, part_piece = self._part_cells(a, b, piece_len)
+        self._cells = self._register(lo, hi, part_piece)
+        # a point's first-pass box (radius = cell / 2) lies in the 2 x 2 cells anchored at the
+        # cell of its lower-left corner: index each piece under every such anchor once
+        self._blocks = self._register(lo - 1, hi, part_piece)
+
+    def _cell_of(self, xy: np.ndarray) -> np.ndarray:
+        return np.floor((xy - self.origin) / self.cell).astype(np.int64)
+
+    def _key(self, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
+        """Cell key; rows outside the grid's band get -1 (a key no bucket has)."""
+        inside = (cy >= 0) & (cy < self.n_rows)
+        return np.where(inside, cx * self.n_rows + cy, -1)
+
+    def _part_cells(
+        self, a: np.ndarray, b: np.ndarray, piece_len: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cell ranges of each piece, cut into cell-sized parts (a long diagonal road then
+        registers in the cells along it, not in its whole bounding box)."""
+        parts = np.maximum(np.ceil(piece_len / self.cell), 1).astype(np.int64)
+        piece = np.repeat(np.arange(len(parts)), parts)
+        k = np.arange(len(piece)) - np.repeat(np.cumsum(parts) - parts, parts)
+        d = b[piece] - a[piece]
+        p0 = a[piece] + d * (k / parts[piece])[:, None]
+        p1 = a[piece] + d * ((k + 1) / parts[piece])[:, None]
+        return self._cell_of(np.minimum(p0, p1)), self._cell_of(np.maximum(p0, p1)), piece
+
+    def _register(self, lo: np.ndarray, hi: np.ndarray, piece: np.ndarray) -> _Buckets:
+        """Buckets holding each piece under every cell from ``lo`` to ``hi`` (inclusive)."""
+        nx_, ny_ = hi[:, 0] - lo[:, 0] + 1, hi[:, 1] - lo[:, 1] + 1
+        count = nx_ * ny_
+        rep = np.repeat(np.arange(len(piece)), count)
+        j = np.arange(len(rep)) - np.repeat(np.cumsum(count) - count, count)
+        keys = self._key(lo[rep, 0] + j // ny_[rep], lo[rep, 1] + j % ny_[rep])
+        return _Buckets.of(keys, piece[rep])
+
+    def nearest(self, xy: np.ndarray, *, max_distance_m: float) -> Match:
+        """The nearest segment of each point within ``max_distance_m``.
+
+        Ties in distance go to the lowest segment number, so the answer is deterministic.
+        """
+        xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+        left = np.flatnonzero(np.isfinite(xy).all(axis=1))
+        found: list[tuple[np.ndarray, ...]] = []
+        first = min(self.cell / 2.0, max_distance_m)
+        radii = [first] + [r for r in WIDER_RADII_M if first < r < max_distance_m]
+        radii += [max_distance_m] if max_distance_m > radii[-1] else []
+        for radius in radii:
+            if len(left) == 0 or len(self._cells.keys) == 0:
+                break
+            if radius == self.cell / 2.0:
+                lo = self._cell_of(xy[left] - radius)
+                near = self._blocks.gather(left, self._key(lo[:, 0], lo[:, 1]))
+            else:
+                near = self._around(xy, left, radius)
+            hit = self._best(xy, *near, radius=radius)
+            found.append(hit)
+            done = np.zeros(len(xy), dtype=bool)
+            done[hit[0]] = True
+            left = left[~done[left]]
+        return self._match(found)
+
+    def _around(self, xy: np.ndarray, pts: np.ndarray, radius: float) -> tuple[np.ndarray, ...]:
+        """The pieces in every cell of each point's radius box, as :meth:`_Buckets.gather`."""
+        lo = self._cell_of(xy[pts] - radius)
+        hi = self._cell_of(xy[pts] + radius)
+        span = int(np.ceil(2 * radius / self.cell)) + 1
+        dx, dy = np.divmod(np.arange(span * span), span)
+        cx = lo[:, 0:1] + dx[None, :]
+        cy = lo[:, 1:2] + dy[None, :]
+        rows, cols = np.nonzero((cx <= hi[:, 0:1]) & (cy <= hi[:, 1:2]))
+        keys = self._key(cx[rows, cols], cy[rows, cols])
+        query, _, owner, piece = self._cells.gather(pts[rows], keys)
+        # a piece met in several cells of one box: keep one pair (sorted by point, then piece)
+        n = len(self.ax)
+        pair = np.unique(query[owner] * n + piece)
+        points, owner, count = np.unique(pair // n, return_inverse=True, return_counts=True)
+        return points, count, owner, pair % n
+
+    def _best(
+        self,
+        xy: np.ndarray,
+        points: np.ndarray,
+        count: np.ndarray,
+        owner: np.ndarray,
+        piece: np.ndarray,
+        *,
+        radius: float,
+    ) -> tuple[np.ndarray, ...]:
+        """Best candidate piece within ``radius`` of each point that has one.
+
+        ``points`` (sorted) have ``count`` candidates each; pair ``k`` is point
+        ``points[owner[k]]`` and ``piece[k]``, grouped by point. Returns point, piece, distance,
+        fraction along the piece, nearest x and y.
+        """
+        if len(piece) == 0:
+            empty = np.empty(0)
+            return points[:0], piece, empty, empty, empty, empty
+        wx = np.repeat(xy[points, 0], count)  # from the piece's start to the point
+        wy = np.repeat(xy[points, 1], count)
+        wx -= self.ax[piece]
+        wy -= self.ay[piece]
+        dx, dy = self.dx[piece], self.dy[piece]
+        t = wx * dx
+        t += wy * dy
+        t /= self.len2[piece]
+        np.clip(t, 0.0, 1.0, out=t)
+        wx -= dx * t  # now from the nearest position on the piece to the point
+        wy -= dy * t
+        d2 = wx * wx
+        d2 += wy * wy
+        d2[d2 > radius * radius] = np.inf
+        # best per point: least distance, then lowest piece (pieces are numbered segment by
+        # segment, so also the lowest segment); a point whose best is inf has no street within
+        # radius. Candidates come sorted by piece within each point: the first least wins.
+        starts = np.cumsum(count) - count
+        least = np.flatnonzero(d2 == np.minimum.reduceat(d2, starts)[owner])
+        first = np.ones(len(least), dtype=bool)
+        first[1:] = owner[least[1:]] != owner[least[:-1]]
+        best = least[first]
+        best = best[np.isfinite(d2[best])]
+        win, t = piece[best], t[best]
+        x = self.ax[win] + self.dx[win] * t
+        y = self.ay[win] + self.dy[win] * t
+        return points[owner[best]], win, np.sqrt(d2[best]), t, x, y
+
+    def _match(self, found: list[tuple[np.ndarray, ...]]) -> Match:
+        if not found:
+            empty = np.empty(0, dtype=np.int64)
+            return Match(empty, empty, np.empty(0), np.empty(0), np.empty((0, 2)))
+        cols = [np.concatenate(col) for col in zip(*found, strict=True)]
+        order = np.argsort(cols[0], kind="stable")
+        query, piece, dist, t, x, y = (col[order] for col in cols)
+        start, end = self.start_m[piece], self.end_m[piece]
+        offset = np.where(t >= 1.0, end, np.minimum(start + t * (end - start), end))
+        return Match(
+            point=query,
+            segment=self.segment[piece],
+            distance_m=dist,
+            offset_m=offset,
+            snapped_xy=np.column_stack([x, y]),
+        )

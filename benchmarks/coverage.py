@@ -16,7 +16,8 @@ street edge (what ``osmnx.distance.nearest_edges`` runs), facilities spliced int
 extra nodes, one ``networkx.multi_source_dijkstra`` per kind bounded by the largest break (its
 paths name the nearest facility), numpy for the rest. Both sides start from a built network
 with its spatial index (built once per network and printed apart). The script checks that
-every demand point's time agrees to 1e-6 s and the covered counts are identical.
+every demand point's time agrees to 1e-6 s and the covered counts (in total and per admin
+unit) are identical.
 
 Run: ``nice .venv/bin/python benchmarks/coverage.py [--side 450]``.
 """
@@ -184,16 +185,40 @@ def nx_coverage(
     dem = nx_snap(s, demand.geometry.to_crs(work).to_numpy())
     pop = demand["population"].to_numpy(dtype=float)
     aged = demand["aged_60_plus"].to_numpy(dtype=float)
-    rows, times = [], {}
+    # per admin unit too, as analyze reports (demand carrying admin_code)
+    if "admin_code" in demand.columns:
+        unit, names = pd.factorize(demand["admin_code"].astype(str))
+    else:
+        unit, names = np.zeros(len(demand), dtype=np.int64), []
+    n_units = max(len(names), 1)
+    frames, times = [], {}
     for kind, gdf in kinds.items():
         fac = nx_snap(s, gdf.geometry.to_crs(work).to_numpy())
         t, _ = nx_nearest(G, s, fac, dem, len(demand))
         times[kind] = t
         for b in BREAKS_MIN:
             cov = t <= b * 60.0
-            rows.append((kind, float(b), int(round(pop[cov].sum())), int(round(aged[cov].sum()))))
-    cols = ["kind", "break_min", "covered_population", "covered_aged"]
-    return pd.DataFrame(rows, columns=cols), times
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "kind": kind,
+                        "unit": ["total", *names],
+                        "break_min": float(b),
+                        "covered_population": [
+                            pop[cov].sum(),
+                            *np.bincount(unit, pop * cov, n_units)[: len(names)],
+                        ],
+                        "covered_aged": [
+                            aged[cov].sum(),
+                            *np.bincount(unit, aged * cov, n_units)[: len(names)],
+                        ],
+                    }
+                )
+            )
+    table = pd.concat(frames, ignore_index=True)
+    for col in ("covered_population", "covered_aged"):
+        table[col] = table[col].round().astype("int64")
+    return table, times
 
 
 # ------------------------------------------------------------------ geo-minzheng
@@ -201,12 +226,19 @@ def ours(engine: Engine, demand: gpd.GeoDataFrame, kinds: dict) -> coverage.Cove
     return coverage.analyze(demand, kinds, engine, breaks_min=BREAKS_MIN, gaps=False)
 
 
-def _totals(res: coverage.CoverageResult) -> pd.DataFrame:
-    t = res.table[res.table["unit"] == "total"]
-    return (
-        t[["kind", "break_min", "covered_population", "covered_aged_60_plus"]]
-        .rename(columns={"covered_aged_60_plus": "covered_aged"})
-        .reset_index(drop=True)
+def _counts(res: coverage.CoverageResult) -> pd.DataFrame:
+    """Covered counts per kind, unit and break, in the networkx table's order."""
+    t = res.table[["kind", "unit", "break_min", "covered_population", "covered_aged_60_plus"]]
+    return t.rename(columns={"covered_aged_60_plus": "covered_aged"})
+
+
+def _same_counts(ours_: pd.DataFrame, ref: pd.DataFrame) -> bool:
+    keys = ["kind", "unit", "break_min"]
+    merged = ref.merge(ours_, on=keys, how="outer", suffixes=("_nx", ""), indicator=True)
+    return bool(
+        (merged["_merge"] == "both").all()
+        and (merged["covered_population"] == merged["covered_population_nx"]).all()
+        and (merged["covered_aged"] == merged["covered_aged_nx"]).all()
     )
 
 
@@ -228,8 +260,8 @@ def run(name: str, key: str, G: nx.MultiDiGraph, engine: Engine, demand, kinds) 
         ):
             msg = f"{name}: {kind}: demand times differ from networkx"
             raise SystemExit(msg)
-    if not _totals(res).equals(ref):
-        msg = f"{name}: covered counts differ\n{_totals(res)}\n{ref}"
+    if not _same_counts(_counts(res), ref):
+        msg = f"{name}: covered counts differ\n{_counts(res)}\n{ref}"
         raise SystemExit(msg)
     print(
         f"{name}: {len(demand):,} demand points, {sum(map(len, kinds.values())):,} facilities "
@@ -241,7 +273,8 @@ def run(name: str, key: str, G: nx.MultiDiGraph, engine: Engine, demand, kinds) 
     print(f"  geo_minzheng.coverage.analyze:       {t_ours:8.3f} s")
     print(f"  networkx, the same numbers:          {t_nx:8.3f} s (per-point times agree to 1e-6 s)")
     print(f"{key}_coverage_vs_networkx ratio={t_nx / t_ours:.1f}")
-    print(_totals(res).to_string(index=False))
+    totals = _counts(res)
+    print(totals[totals["unit"] == "total"].drop(columns="unit").to_string(index=False))
 
 
 def changchun() -> None:

@@ -715,23 +715,14 @@ class Engine:
         )
         virt = virt[np.isfinite(virt["cost"].to_numpy())]
         base = self._base if cost is self.cost else self._csr(cost)
-        padded = sparse.csr_matrix(
-            (base.data, base.indices, np.concatenate([base.indptr, np.full(m - n, base.nnz)])),
-            shape=(m, m),
-        )
-        extra = sparse.csr_matrix(
-            (virt["cost"].to_numpy(), (virt["from"].to_numpy(), virt["to"].to_numpy())),
-            shape=(m, m),
-        )
-        # extra never repeats a base pair (each of its edges touches a virtual node), but two
-        # virtual edges may: csr construction sums those, so keep the cheapest beforehand
-        if extra.nnz != len(virt):
-            best = virt.sort_values("cost").drop_duplicates(["from", "to"])
-            extra = sparse.csr_matrix(
-                (best["cost"].to_numpy(), (best["from"].to_numpy(), best["to"].to_numpy())),
-                shape=(m, m),
-            )
-        graph = (padded + extra).tocsr()
+        # the virtual edges never repeat a base pair (each touches a virtual node), but two of
+        # them may join the same pair: keep the cheapest (a CSR would sum them)
+        vf, vt, vw = (virt[c].to_numpy() for c in ("from", "to", "cost"))
+        srt = np.lexsort((vw, vt, vf))
+        vf, vt, vw = vf[srt], vt[srt], vw[srt]
+        first = np.ones(len(vf), dtype=bool)
+        first[1:] = (vf[1:] != vf[:-1]) | (vt[1:] != vt[:-1])
+        graph = _with_edges(base, m, vf[first], vt[first], vw[first])
         return graph, point_nodes, access_nodes, virt
 
     # ---------------------------------------------------------------- one-pass nearest
@@ -878,25 +869,26 @@ class Engine:
         if len(sources) and len(targets):
             dist, src_of, cost = self._node_costs(sources, cutoff, barriers)
             t, e, frac, _, _ = self._point_edges(targets)
-            # through the start node of the target's edge ...
+            # through the start node of each of the target's edges (pairs grouped by target) ...
             c = cost[e]
-            a = self.u[e]
-            ok = np.isfinite(c) & np.isfinite(dist[a])
+            with np.errstate(invalid="ignore"):  # 0 * inf on a closed edge: nan, never a path
+                via = dist[self.u[e]] + frac * c
+            via[np.isnan(via)] = np.inf
+            src = src_of[self.u[e]]
             # (a target exactly at the edge's end node is reached there too)
-            b = self.v[e]
-            at_v = (frac == 1.0) & np.isfinite(c) & np.isfinite(dist[b])
-            cand = [dist[a[ok]] + frac[ok] * c[ok], dist[b[at_v]]]
-            t_all = [t[ok], t[at_v]]
-            s_all = [src_of[a[ok]], src_of[b[at_v]]]
+            at_v = (frac == 1.0) & np.isfinite(c) & (dist[self.v[e]] <= via)
+            via[at_v] = dist[self.v[e[at_v]]]
+            src[at_v] = src_of[self.v[e[at_v]]]
+            starts = np.flatnonzero(np.concatenate([[True], t[1:] != t[:-1]]))
+            best[t[starts]] = np.minimum.reduceat(via, starts)
+            least = np.flatnonzero(via == best[t])
+            first = np.concatenate([[True], t[least[1:]] != t[least[:-1]]])
+            which[t[least[first]]] = src[least[first]]
             # ... or straight from a source further back on the same edge
             st, ss, sc = self._same_edge(sources, targets, cost)
-            cand.append(sc)
-            t_all.append(st)
-            s_all.append(ss)
-            cand_c, t_c, s_c = np.concatenate(cand), np.concatenate(t_all), np.concatenate(s_all)
-            np.minimum.at(best, t_c, cand_c)
-            win = cand_c == best[t_c]
-            which[t_c[win]] = s_c[win]
+            np.minimum.at(best, st, sc)
+            win = sc == best[st]
+            which[st[win]] = ss[win]
             best = best + targets.access_cost
         reached = np.isfinite(best) & (best <= limit)
         return np.where(reached, best, np.inf), np.where(reached, which, -1)
@@ -1240,6 +1232,45 @@ def id_strings(ids: pd.Series) -> np.ndarray:
 
 
 _SNAP_ARRAYS = ("ids", "xy", "snapped_xy", "segment", "offset_m", "access_m", "access_cost", "rows")
+
+
+def _with_edges(
+    base: sparse.csr_matrix, m: int, rows: np.ndarray, cols: np.ndarray, data: np.ndarray
+) -> sparse.csr_matrix:
+    """``base`` grown to ``m`` nodes, plus edges ``rows -> cols`` (sorted by row, no pair of
+    ``base`` among them).
+
+    Each row's new edges go after its own edges and the rows of new nodes after the base's:
+    the base arrays are copied once, in the slices between the rows that gain edges, where a
+    sparse sum of the padded base and the new edges costs several passes over a million-edge
+    network.
+    """
+    n, nnz = base.shape[0], base.nnz
+    real = rows < n
+    at = base.indptr[1:][rows[real]]  # the end of each new edge's row
+    k = int(real.sum())
+    total = nnz + len(rows)
+    indices = np.empty(total, dtype=np.int32)
+    values = np.empty(total, dtype=np.float64)
+    if k <= 4096:  # a slice copy per row that gains edges
+        cuts = np.concatenate([[0], at, [nnz]]).tolist()
+        for c in range(k + 1):
+            a, b = cuts[c], cuts[c + 1]
+            indices[a + c : b + c] = base.indices[a:b]
+            values[a + c : b + c] = base.data[a:b]
+        dest = at + np.arange(k)
+        indices[dest] = cols[real]
+        values[dest] = data[real]
+    else:
+        indices[: nnz + k] = np.insert(base.indices, at, cols[real])
+        values[: nnz + k] = np.insert(base.data, at, data[real])
+    indices[nnz + k :] = cols[~real]
+    values[nnz + k :] = data[~real]
+    indptr = np.empty(m + 1, dtype=np.int64)
+    indptr[: n + 1] = base.indptr
+    indptr[1 : n + 1] += np.cumsum(np.bincount(rows[real], minlength=n))
+    indptr[n + 1 :] = nnz + k + np.cumsum(np.bincount(rows[~real] - n, minlength=m - n))
+    return sparse.csr_matrix((values, indices, indptr.astype(np.int32)), shape=(m, m))
 
 
 _RESULT_COLUMNS = pd.Index(["source_id", "cost"])

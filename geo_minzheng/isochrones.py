@@ -476,12 +476,12 @@ def _canvas_polygons(
     n_tiles = len(tiles)
     # levels half-way between two integer steps: no cell equals one, so rings never touch
     levels = np.rint(breaks * (_Q_MAX / breaks[-1])) + 0.5
-    # the generator class itself: contour_generator() would also copy x and y meshgrids. An
-    # explicit all-False mask: without one, the generator scans z for NaN to build a mask
-    # (none here), which costs more than handing it an empty one (same contours)
+    # the generator class itself, with x and y made contiguous by numpy (the generator's own
+    # conversion of broadcast arrays is several times slower) and an explicit all-False mask
+    # (without one it scans z for NaN to build a mask; there are none, same contours)
     gen = contourpy.SerialContourGenerator(
-        np.broadcast_to(np.arange(nx_, dtype=np.float64), (ny, nx_)),
-        np.broadcast_to(np.arange(ny, dtype=np.float64)[:, None], (ny, nx_)),
+        np.ascontiguousarray(np.broadcast_to(np.arange(nx_, dtype=np.float64), (ny, nx_))),
+        np.ascontiguousarray(np.broadcast_to(np.arange(ny, dtype=np.float64)[:, None], (ny, nx_))),
         grid.astype(np.float64),
         np.zeros((ny, nx_), dtype=bool),
         corner_mask=True,
@@ -666,24 +666,28 @@ def _run_canvas(
     w, h = ti1 - ti0, tj1 - tj0
     ox, oy, width, height = _pack(w, h, gap)
     grid = np.full((height, width), _BIG, dtype=np.uint16)
-    # per tile: copy its part of each road block it overlaps (a few slice copies per tile;
-    # plain ints, as numpy scalars make this loop several times slower)
-    for x0, y0, a0, a1, b0, b1 in zip(
-        ox.tolist(),
-        oy.tolist(),
-        tj0.tolist(),
-        tj1.tolist(),
-        ti0.tolist(),
-        ti1.tolist(),
+    # per tile: copy its part of each road block it overlaps. The (tile, block) pieces and
+    # their slices are worked out as arrays; the loop only copies (plain ints, as numpy
+    # scalars make it several times slower)
+    bj0, bi0 = tj0 // _BLOCK, ti0 // _BLOCK
+    nj, ni = (tj1 - 1) // _BLOCK - bj0 + 1, (ti1 - 1) // _BLOCK - bi0 + 1
+    per = nj * ni
+    k = np.repeat(np.arange(len(per)), per)
+    q = np.arange(len(k)) - np.repeat(np.cumsum(per) - per, per)
+    bj, bi = bj0[k] + q // ni[k], bi0[k] + q % ni[k]
+    r0, r1 = np.maximum(tj0[k], bj * _BLOCK), np.minimum(tj1[k], (bj + 1) * _BLOCK)
+    c0, c1 = np.maximum(ti0[k], bi * _BLOCK), np.minimum(ti1[k], (bi + 1) * _BLOCK)
+    y0, x0 = oy[k] + r0 - tj0[k], ox[k] + c0 - ti0[k]
+    pieces = zip(
+        *(
+            v.tolist()
+            for v in (y0, y0 + r1 - r0, x0, x0 + c1 - c0, bj, bi)
+            + (r0 - bj * _BLOCK, r1 - bj * _BLOCK, c0 - bi * _BLOCK, c1 - bi * _BLOCK)
+        ),
         strict=True,
-    ):
-        for bj in range(a0 // _BLOCK, (a1 - 1) // _BLOCK + 1):
-            r0, r1 = max(a0, bj * _BLOCK), min(a1, (bj + 1) * _BLOCK)
-            for bi in range(b0 // _BLOCK, (b1 - 1) // _BLOCK + 1):
-                c0, c1 = max(b0, bi * _BLOCK), min(b1, (bi + 1) * _BLOCK)
-                grid[y0 + r0 - a0 : y0 + r1 - a0, x0 + c0 - b0 : x0 + c1 - b0] = blocks[(bj, bi)][
-                    r0 - bj * _BLOCK : r1 - bj * _BLOCK, c0 - bi * _BLOCK : c1 - bi * _BLOCK
-                ]
+    )
+    for ya, yb, xa, xb, kj, ki, sa, sb, ta, tb in pieces:
+        grid[ya:yb, xa:xb] = blocks[(kj, ki)][sa:sb, ta:tb]
     # canvas cell of every sample: its window's offset, repeated over the window's samples
     flat = cj * width
     flat += ci

@@ -234,12 +234,15 @@ class SegmentGrid:
         return points[owner[best]], win, np.sqrt(d2[best]), t, x, y
 
     def _match(self, found: list[tuple[np.ndarray, ...]]) -> Match:
+        found = [hit for hit in found if len(hit[0])]
         if not found:
             empty = np.empty(0, dtype=np.int64)
             return Match(empty, empty, np.empty(0), np.empty(0), np.empty((0, 2)))
         cols = [np.concatenate(col) for col in zip(*found, strict=True)]
-        order = np.argsort(cols[0], kind="stable")
-        query, piece, dist, t, x, y = (col[order] for col in cols)
+        if len(found) > 1:  # each pass's points are sorted; merge the passes
+            order = np.argsort(cols[0], kind="stable")
+            cols = [col[order] for col in cols]
+        query, piece, dist, t, x, y = cols
         start, end = self.start_m[piece], self.end_m[piece]
         offset = np.where(t >= 1.0, end, np.minimum(start + t * (end - start), end))
         return Match(

@@ -612,9 +612,9 @@ def analyze(
         if gap_frames
         else pd.DataFrame({c: [] for c in gap_cols}).assign(geometry=None)
     )
-    gaps_gdf = gpd.GeoDataFrame(
-        gaps_df, geometry="geometry", crs=_working_crs(demand) if gaps else WGS84
-    ).to_crs(WGS84)
+    gaps_gdf = gpd.GeoDataFrame(gaps_df, geometry="geometry", crs=WGS84)
+    if gap_frames:
+        gaps_gdf = gaps_gdf.set_crs(_working_crs(demand), allow_override=True).to_crs(WGS84)
     speed, profile, weight = _engine_speed(engine)
     provenance = {
         "kinds": list(facilities),

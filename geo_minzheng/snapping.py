@@ -22,6 +22,8 @@ import shapely
 DEFAULT_CELL_M = 50.0
 #: Search radii beyond the first (m), each only for the points the previous one left unmatched.
 WIDER_RADII_M = (50.0, 100.0, 300.0, 1000.0)
+#: Grids up to this many cells (a 100 km x 100 km city at 50 m) look buckets up in a table.
+DENSE_MAX_CELLS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -43,16 +45,30 @@ class _Buckets:
     start: np.ndarray
     count: np.ndarray
     pieces: np.ndarray
+    dense: np.ndarray | None  # bucket of every possible key (-1: none), for small grids
 
     @classmethod
-    def of(cls, keys: np.ndarray, pieces: np.ndarray) -> _Buckets:
-        order = np.lexsort((pieces, keys))
-        keys, pieces = keys[order], pieces[order]
+    def of(cls, keys: np.ndarray, pieces: np.ndarray, n_keys: int) -> _Buckets:
+        """Buckets of ``pieces`` under ``keys`` (each in ``[0, n_keys)``, or -1 for none)."""
+        ok = keys >= 0
+        order = np.lexsort((pieces[ok], keys[ok]))
+        keys, pieces = keys[ok][order], pieces[ok][order]
         keep = np.ones(len(keys), dtype=bool)
         keep[1:] = (keys[1:] != keys[:-1]) | (pieces[1:] != pieces[:-1])
         keys, pieces = keys[keep], pieces[keep]
         uniq, start, count = np.unique(keys, return_index=True, return_counts=True)
-        return cls(uniq, start, count, pieces.astype(np.int64))
+        dense = None
+        if n_keys <= DENSE_MAX_CELLS:  # a direct table beats a binary search per query
+            dense = np.full(n_keys, -1, dtype=np.int64)
+            dense[uniq] = np.arange(len(uniq))
+        return cls(uniq, start, count, pieces.astype(np.int64), dense)
+
+    def _bucket(self, keys: np.ndarray) -> np.ndarray:
+        """Bucket of each key, -1 where no piece lies under it."""
+        if self.dense is not None:
+            return np.where(keys >= 0, self.dense[np.maximum(keys, 0)], -1)
+        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return np.where(self.keys[pos] == keys, pos, -1)
 
     def gather(
         self, query: np.ndarray, keys: np.ndarray
@@ -62,9 +78,9 @@ class _Buckets:
         Returns the queries that have pieces, their piece counts, and per pair the query's
         position among those and the piece.
         """
-        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        hit = np.flatnonzero(self.keys[pos] == keys)
-        bucket = pos[hit]
+        bucket = self._bucket(keys)
+        hit = np.flatnonzero(bucket >= 0)
+        bucket = bucket[hit]
         count = self.count[bucket]
         first = np.repeat(self.start[bucket] - (np.cumsum(count) - count), count)
         owner = np.repeat(np.arange(len(hit)), count)
@@ -106,7 +122,8 @@ class SegmentGrid:
         self.cell = float(cell_m)
         # one empty cell of margin below and left, so that every block anchor has a row >= 0
         self.origin = coords.min(axis=0) - self.cell if len(coords) else np.zeros(2)
-        self.n_rows = int(np.ceil(np.ptp(coords[:, 1]) / self.cell)) + 3 if len(coords) else 1
+        span = np.ptp(coords, axis=0) if len(coords) else np.zeros(2)
+        self.n_cols, self.n_rows = (np.ceil(span / self.cell).astype(np.int64) + 3).tolist()
         lo, hi, part_piece = self._part_cells(a, b, piece_len)
         self._cells = self._register(lo, hi, part_piece)
         # a point's first-pass box (radius = cell / 2) lies in the 2 x 2 cells anchored at the
@@ -117,8 +134,8 @@ class SegmentGrid:
         return np.floor((xy - self.origin) / self.cell).astype(np.int64)
 
     def _key(self, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
-        """Cell key; rows outside the grid's band get -1 (a key no bucket has)."""
-        inside = (cy >= 0) & (cy < self.n_rows)
+        """Cell key in ``[0, n_cols * n_rows)``; cells outside the grid get -1."""
+        inside = (cy >= 0) & (cy < self.n_rows) & (cx >= 0) & (cx < self.n_cols)
         return np.where(inside, cx * self.n_rows + cy, -1)
 
     def _part_cells(
@@ -141,7 +158,7 @@ class SegmentGrid:
         rep = np.repeat(np.arange(len(piece)), count)
         j = np.arange(len(rep)) - np.repeat(np.cumsum(count) - count, count)
         keys = self._key(lo[rep, 0] + j // ny_[rep], lo[rep, 1] + j % ny_[rep])
-        return _Buckets.of(keys, piece[rep])
+        return _Buckets.of(keys, piece[rep], self.n_cols * self.n_rows)
 
     def nearest(self, xy: np.ndarray, *, max_distance_m: float) -> Match:
         """The nearest segment of each point within ``max_distance_m``.
@@ -180,11 +197,16 @@ class SegmentGrid:
         rows, cols = np.nonzero((cx <= hi[:, 0:1]) & (cy <= hi[:, 1:2]))
         keys = self._key(cx[rows, cols], cy[rows, cols])
         query, _, owner, piece = self._cells.gather(pts[rows], keys)
-        # a piece met in several cells of one box: keep one pair (sorted by point, then piece)
+        # sorted by point, then piece (a piece met in several cells of a box comes twice,
+        # which the first-least rule of _best does not mind)
         n = len(self.ax)
-        pair = np.unique(query[owner] * n + piece)
-        points, owner, count = np.unique(pair // n, return_inverse=True, return_counts=True)
-        return points, count, owner, pair % n
+        pair = np.sort(query[owner] * n + piece)
+        point = pair // n
+        head = np.ones(len(point), dtype=bool)
+        head[1:] = point[1:] != point[:-1]
+        starts = np.flatnonzero(head)
+        count = np.diff(np.append(starts, len(pair)))
+        return point[starts], count, np.cumsum(head) - 1, pair % n
 
     def _best(
         self,
@@ -218,16 +240,16 @@ class SegmentGrid:
         wy -= dy * t
         d2 = wx * wx
         d2 += wy * wy
-        d2[d2 > radius * radius] = np.inf
         # best per point: least distance, then lowest piece (pieces are numbered segment by
-        # segment, so also the lowest segment); a point whose best is inf has no street within
-        # radius. Candidates come sorted by piece within each point: the first least wins.
-        starts = np.cumsum(count) - count
-        least = np.flatnonzero(d2 == np.minimum.reduceat(d2, starts)[owner])
+        # segment, so also the lowest segment); candidates come sorted by piece within each
+        # point, so the first least wins. A point whose best is beyond radius is left over.
+        group_min = np.full(len(count), np.inf)
+        np.minimum.at(group_min, owner, d2)  # (faster than reduceat in numpy 2)
+        least = np.flatnonzero(d2 == group_min[owner])
         first = np.ones(len(least), dtype=bool)
         first[1:] = owner[least[1:]] != owner[least[:-1]]
         best = least[first]
-        best = best[np.isfinite(d2[best])]
+        best = best[d2[best] <= radius * radius]
         win, t = piece[best], t[best]
         x = self.ax[win] + self.dx[win] * t
         y = self.ay[win] + self.dy[win] * t

@@ -215,7 +215,8 @@ def _reached_samples(
     # per sample: np.repeat of each piece's values (a contiguous copy, cheaper than a
     # fancy-index gather), then the same arithmetic
     total = int(n_pt.sum())
-    j = (np.arange(total) - np.repeat(np.cumsum(n_pt) - n_pt, n_pt)).astype(float)
+    j = np.arange(total, dtype=float)  # the sample's rank within its piece
+    j -= np.repeat((np.cumsum(n_pt) - n_pt).astype(float), n_pt)
 
     def along(first: np.ndarray, step: np.ndarray) -> np.ndarray:
         out = np.repeat(np.ascontiguousarray(step), n_pt)
@@ -408,7 +409,8 @@ def _surface(grid: np.ndarray, radius: int) -> np.ndarray:
 
     Every cell takes the least value within ``radius`` cells (``buffer_m``); road-free areas
     enclosed by roads (blocks) take the highest value of the cells around them; road-free areas
-    that reach the canvas border (open land, the gaps between tiles) stay _BIG.
+    that reach the canvas border (open land, the gaps between tiles) stay _BIG. ``grid`` (the
+    caller's canvas) is overwritten.
     """
     # the reached samples and the road raster are drawn separately, so the raster may mark a
     # cell beside a reached street (where the street cuts a cell corner) that no sample hit;
@@ -421,26 +423,31 @@ def _surface(grid: np.ndarray, radius: int) -> np.ndarray:
     # (few cells qualify: their 3 x 3 least value is gathered, not computed everywhere)
     fix = np.flatnonzero(((grid == _ROAD) & (n_reached >= 2)).ravel())
     if len(fix):
-        grid = grid.copy()
         grid.ravel()[fix] = _neighbourhood(grid, fix, np.minimum)
     grid = _erode(grid, radius)
     free = grid == _BIG  # no road within the buffer
     labels, n_lab = ndimage.label(free)
     if n_lab:
         border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        # the ring: cells that are not free but touch a free area, and the (highest) label
-        # of the areas they touch
-        near_free = _min3(_min3(free, 0, np.logical_or), 1, np.logical_or)
-        on_ring = np.flatnonzero((near_free & ~free).ravel())
+        # only enclosed areas (not touching the border) can take a value: their cells
+        enclosed = np.ones(n_lab + 1, dtype=bool)
+        enclosed[border] = False
+        enclosed[0] = False  # not a road-free area
+        inner = np.take(enclosed, labels)
+        # the ring: cells that are not free but touch an enclosed area, and the (highest)
+        # label of the areas they touch (an area whose cells all go to a higher neighbour
+        # gets none and stays _BIG)
+        near = _min3(_min3(inner, 0, np.logical_or), 1, np.logical_or)
+        on_ring = np.flatnonzero((near & ~free).ravel())
         ring = _neighbourhood(labels, on_ring, np.maximum)
         fill = np.full(n_lab + 1, -1, dtype=np.int32)
         # matching dtypes and intp indices: numpy's fast path for ufunc.at (50x faster)
         np.maximum.at(fill, ring.astype(np.intp), grid.ravel()[on_ring].astype(np.int32))
-        fill[fill < 0] = _BIG  # an area whose ring was all claimed by a neighbour
-        fill[border] = _BIG
-        fill[0] = _BIG  # not a road-free area: keep its own value
-        fill = fill.astype(np.uint16)
-        grid = np.minimum(grid, np.take(fill, labels))  # np.take: 3x faster than fill[labels]
+        fill[fill < 0] = _BIG
+        fill[~enclosed] = _BIG
+        cells = np.flatnonzero(inner.ravel())
+        flat = grid.ravel()
+        flat[cells] = np.minimum(flat[cells], fill.astype(np.uint16)[labels.ravel()[cells]])
     return grid
 
 

@@ -186,7 +186,9 @@ class SegmentGrid:
             left = left[~done[left]]
         return self._match(found)
 
-    def _around(self, xy: np.ndarray, pts: np.ndarray, radius: float) -> tuple[np.ndarray, ...]:
+    def _around(
+        self, xy: np.ndarray, pts: np.ndarray, radius: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The pieces in every cell of each point's radius box, as :meth:`_Buckets.gather`."""
         lo = self._cell_of(xy[pts] - radius)
         hi = self._cell_of(xy[pts] + radius)

@@ -262,3 +262,23 @@ def test_repeated_call_reuses_the_cache_with_identical_result(engine, walk, faci
     a = service_areas(engine, pts, breaks=(600, 900)).geometry.to_numpy()
     b = service_areas(engine, pts, breaks=(600, 900)).geometry.to_numpy()
     assert shapely.equals_exact(a, b, tolerance=0.0).all()
+
+
+def test_reach_of_far_apart_facilities_matches_networkx(engine, walk) -> None:
+    """Facilities whose trees cannot overlap are run together (one multi-source pass per
+    group); every facility's costs to the real nodes must still be its own Dijkstra tree."""
+    nodes = list(walk.nodes)[::64]
+    pts = engine.snap(_at_nodes(walk, nodes))
+    cutoff = 300.0
+    groups = engine._disjoint_groups(pts, engine.cost, cutoff)
+    assert groups is not None and max(len(g) for g in groups) > 1  # the grouped path runs
+    reach = engine.reach(pts, cutoff=cutoff)
+    real = reach.cost[:, : engine.n_nodes].tocsr()
+    pos = {n: i for i, n in enumerate(engine.node_ids.tolist())}
+    for i, n in enumerate(nodes):
+        ref = nx.single_source_dijkstra_path_length(walk, n, cutoff=cutoff, weight="time_s")
+        row = real.getrow(i)
+        got = dict(zip(row.indices.tolist(), row.data.tolist(), strict=True))
+        assert set(got) == {pos[m] for m in ref}
+        for m, d in ref.items():
+            assert got[pos[m]] == pytest.approx(d, abs=1e-6)

@@ -293,8 +293,9 @@ def synthetic_city(side: int, seed: int = 7) -> tuple[nx.MultiDiGraph, Engine]:
     rng = np.random.default_rng(seed)
     work = CRS.from_user_input(crs.working_crs(125.33, 43.89))
     i, j = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
-    x = (i * 100.0 + rng.uniform(-10, 10, i.shape)).ravel()
-    y = (j * 100.0 + rng.uniform(-10, 10, j.shape)).ravel()
+    # in Changchun's own 3-degree zone (EPSG:4551), where the city's layers are projected
+    x = (440_000.0 + i * 100.0 + rng.uniform(-10, 10, i.shape)).ravel()
+    y = (4_850_000.0 + j * 100.0 + rng.uniform(-10, 10, j.shape)).ravel()
     node = (i * side + j).ravel()
     right = node[(j < side - 1).ravel()]
     down = node[(i < side - 1).ravel()]

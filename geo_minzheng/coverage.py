@@ -91,20 +91,25 @@ def summarize(
     order = np.argsort(breaks, kind="stable")
     # level k: the point is first covered at the k-th smallest break (len(breaks): never)
     level = np.searchsorted(breaks[order], np.asarray(time_s, dtype=float), side="left")
-    n, n_breaks = len(pop), len(breaks)
-    rows = np.arange(n)
-    groups = np.zeros(n, dtype=np.int64)
+    n_breaks = len(breaks)
+    n_levels = n_breaks + 1
     labels: list[str] = [TOTAL]
+    mrow = munit = np.zeros(0, dtype=np.int64)
     if membership is not None:
         mrow, munit = (np.asarray(a, dtype=np.int64) for a in membership)
-        rows = np.concatenate([rows, mrow])
-        groups = np.concatenate([groups, munit + 1])
         labels += [str(u) for u in (unit_ids or [])]
     n_groups = len(labels)
-    cell = groups * (n_breaks + 1) + level[rows]
-    shape = (n_groups, n_breaks + 1)
+    # people per (group, level): the total straight from the levels, the units by membership
+    unit_cell = munit * n_levels + level[mrow]
     by_level = {
-        name: np.bincount(cell, weights=w[rows], minlength=n_groups * (n_breaks + 1)).reshape(shape)
+        name: np.vstack(
+            [
+                np.bincount(level, weights=w, minlength=n_levels),
+                np.bincount(
+                    unit_cell, weights=w[mrow], minlength=(n_groups - 1) * n_levels
+                ).reshape(n_groups - 1, n_levels),
+            ]
+        )
         for name, w in (("population", pop), ("aged_60_plus", aged))
     }
     # total first, then the units by label; breaks ascending within each unit
@@ -295,8 +300,7 @@ def _check_demand(gdf_demand: gpd.GeoDataFrame, layer: str = "demand") -> None:
     if problems:
         raise LayerValidationError(layer, problems)
     ids = id_strings(gdf_demand["id"])
-    index = pd.Index(ids)
-    dup = np.zeros(len(ids), dtype=bool) if index.is_unique else index.duplicated()
+    dup = pd.Series(ids, dtype=object).duplicated().to_numpy()  # (faster than Index.is_unique)
     for rid in pd.unique(ids[dup]):
         problems.append(Problem(f"{layer} '{rid}'", "id", "unique", "duplicate", "duplicate"))
     counts = {}
@@ -516,9 +520,11 @@ def _kind_times(
     if len(fac) == 0 or len(dem) == 0:
         return time_s, nearest, far
     cost, which = engine.nearest_arrays(fac, dem, cutoff=cutoff_s)
+    ids = np.append(fac.ids, None)[which]  # which -1 (none in reach): None
+    if len(dem) == n_demand:  # every demand point snapped: rows are 0..n-1
+        return cost, ids, far
     time_s[dem.rows] = cost
-    hit = which >= 0
-    nearest[dem.rows[hit]] = fac.ids[which[hit]]
+    nearest[dem.rows] = ids
     return time_s, nearest, far
 
 

@@ -328,7 +328,7 @@ class Engine:
         self._vertices: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._barrier_cache: dict[int, tuple[object, np.ndarray]] = {}
         self._point_cache: dict[int, tuple[Snapped, tuple[np.ndarray, ...]]] = {}
-        self._ends_cache: dict[int, tuple[Snapped, tuple[np.ndarray, np.ndarray]]] = {}
+        self._ends_cache: dict[int, tuple[Snapped, tuple[np.ndarray, ...]]] = {}
         self._source_cache: dict[tuple[int, ...], tuple[tuple[object, ...], tuple[Any, ...]]] = {}
         self._node_index: pd.Index | None = None
         self._geom_len: tuple[np.ndarray, bool] | None = None
@@ -590,9 +590,10 @@ class Engine:
             q_in, idx = q_in[first], idx[first]
             far_dist[far_fin[q_in]] = shapely.distance(pts[q_in], seg_geom[idx])
         seg_rate = self._segment_rate()
+        every = len(match.point) == len(ids)  # then match.point is 0..n-1
         return Snapped(
-            ids=ids[match.point],
-            xy=xy[match.point],
+            ids=ids.copy() if every else ids[match.point],  # never the caller's array
+            xy=xy if every else xy[match.point],
             snapped_xy=match.snapped_xy,
             segment=match.segment,
             offset_m=match.offset_m,
@@ -753,8 +754,9 @@ class Engine:
         _remember(self._point_cache, id(pts), (pts, out), size=16)
         return out
 
-    def _target_ends(self, targets: Snapped) -> tuple[np.ndarray, np.ndarray]:
-        """Start node of each (target, edge) pair, and the pairs whose target is at the end node.
+    def _target_ends(self, targets: Snapped) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per (target, edge) pair: the edge's start node, the pairs whose target is at the end
+        node, and the base cost of the edge's part before the target.
 
         Cached per Snapped object alongside :meth:`_point_edges`: a coverage run asks it once
         per facility kind for the same demand points.
@@ -763,7 +765,7 @@ class Engine:
         if hit is not None and hit[0] is targets:
             return hit[1]
         _, e, frac, _, _ = self._point_edges(targets)
-        out = (self.u[e], np.flatnonzero(frac == 1.0))
+        out = (self.u[e], np.flatnonzero(frac == 1.0), frac * self.cost[e])
         _remember(self._ends_cache, id(targets), (targets, out), size=16)
         return out
 
@@ -891,12 +893,14 @@ class Engine:
         if len(sources) and len(targets):
             dist, src_of, cost = self._node_costs(sources, cutoff, barriers)
             t, e, frac, _, _ = self._point_edges(targets)
-            start, at_end = self._target_ends(targets)
+            start, at_end, along = self._target_ends(targets)
             # through the start node of each of the target's edges (pairs grouped by target) ...
             c = cost[e]
-            with np.errstate(invalid="ignore"):  # 0 * inf on a closed edge: nan, never a path
-                via = dist[start] + frac * c
-            via[np.isnan(via)] = np.inf
+            if cost is not self.cost:  # barriers: the part of each edge before its target
+                with np.errstate(invalid="ignore"):  # 0 * inf on a closed edge: nan, no path
+                    along = frac * c
+                along[np.isnan(along)] = np.inf
+            via = dist[start] + along
             src = src_of[start]
             # (a target exactly at the edge's end node is reached there too)
             end = self.v[e[at_end]]
@@ -904,9 +908,11 @@ class Engine:
             via[at_end[shorter]] = dist[end[shorter]]
             src[at_end[shorter]] = src_of[end[shorter]]
             np.minimum.at(best, t, via)
+            # every target has pairs (in target order) and one least of them: take the first
             least = np.flatnonzero(via == best[t])
-            first = np.concatenate([[True], t[least[1:]] != t[least[:-1]]])
-            which[t[least[first]]] = src[least[first]]
+            first = np.ones(len(least), dtype=bool)
+            first[1:] = t[least[1:]] != t[least[:-1]]
+            which = src[least[first]]
             # ... or straight from a source further back on the same edge
             st, ss, sc = self._same_edge(sources, targets, cost)
             np.minimum.at(best, st, sc)

@@ -243,7 +243,7 @@ def _same_counts(ours_: pd.DataFrame, ref: pd.DataFrame) -> bool:
 
 
 def run(name: str, key: str, G: nx.MultiDiGraph, engine: Engine, demand, kinds) -> None:
-    repeat = 3
+    repeat = 5
     t0 = time.perf_counter()
     engine.snap(demand.head(1), id_field="id")
     t_index = time.perf_counter() - t0

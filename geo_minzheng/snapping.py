@@ -51,12 +51,14 @@ class _Buckets:
     def of(cls, keys: np.ndarray, pieces: np.ndarray, n_keys: int) -> _Buckets:
         """Buckets of ``pieces`` under ``keys`` (each in ``[0, n_keys)``, or -1 for none)."""
         ok = keys >= 0
-        order = np.lexsort((pieces[ok], keys[ok]))
-        keys, pieces = keys[ok][order], pieces[ok][order]
-        keep = np.ones(len(keys), dtype=bool)
-        keep[1:] = (keys[1:] != keys[:-1]) | (pieces[1:] != pieces[:-1])
-        keys, pieces = keys[keep], pieces[keep]
-        uniq, start, count = np.unique(keys, return_index=True, return_counts=True)
+        n_pieces = int(pieces.max()) + 1 if len(pieces) else 1
+        # one sort of a combined key: by key, then piece, each pair once (np.unique's hash
+        # path is several times slower on millions of pairs)
+        pair = np.sort(keys[ok] * n_pieces + pieces[ok])
+        pair = pair[_first_of_runs(pair)]
+        keys, pieces = pair // n_pieces, pair % n_pieces
+        start = np.flatnonzero(_first_of_runs(keys))
+        uniq, count = keys[start], np.diff(np.append(start, len(keys)))
         dense = None
         if n_keys <= DENSE_MAX_CELLS:  # a direct table beats a binary search per query
             dense = np.full(n_keys, -1, dtype=np.int64)
@@ -87,6 +89,13 @@ class _Buckets:
         return query[hit], count, owner, self.pieces[first + np.arange(len(first))]
 
 
+def _first_of_runs(values: np.ndarray) -> np.ndarray:
+    """Mask of the first element of each run of equal values."""
+    first = np.ones(len(values), dtype=bool)
+    first[1:] = values[1:] != values[:-1]
+    return first
+
+
 class SegmentGrid:
     """Straight pieces of line segments hashed into square grid cells.
 
@@ -110,8 +119,7 @@ class SegmentGrid:
         self.segment = line[inner]
         piece_len = np.hypot(self.dx, self.dy)
         run = np.cumsum(piece_len) - piece_len  # length before each piece, over all pieces
-        first = np.ones(len(inner), dtype=bool)
-        first[1:] = self.segment[1:] != self.segment[:-1]
+        first = _first_of_runs(self.segment)
         self.start_m = run - np.maximum.accumulate(np.where(first, run, 0.0))
         # a segment's last piece ends exactly at the segment's GEOS length, so that a point
         # snapped to a segment's end gets an offset equal to the length (fraction exactly 1)
@@ -204,8 +212,7 @@ class SegmentGrid:
         n = len(self.ax)
         pair = np.sort(query[owner] * n + piece)
         point = pair // n
-        head = np.ones(len(point), dtype=bool)
-        head[1:] = point[1:] != point[:-1]
+        head = _first_of_runs(point)
         starts = np.flatnonzero(head)
         count = np.diff(np.append(starts, len(pair)))
         return point[starts], count, np.cumsum(head) - 1, pair % n
@@ -248,8 +255,7 @@ class SegmentGrid:
         group_min = np.full(len(count), np.inf)
         np.minimum.at(group_min, owner, d2)  # (faster than reduceat in numpy 2)
         least = np.flatnonzero(d2 == group_min[owner])
-        first = np.ones(len(least), dtype=bool)
-        first[1:] = owner[least[1:]] != owner[least[:-1]]
+        first = _first_of_runs(owner[least])
         best = least[first]
         best = best[d2[best] <= radius * radius]
         win, t = piece[best], t[best]

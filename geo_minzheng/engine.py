@@ -328,7 +328,7 @@ class Engine:
         self._vertices: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._barrier_cache: dict[int, tuple[object, np.ndarray]] = {}
         self._point_cache: dict[int, tuple[Snapped, tuple[np.ndarray, ...]]] = {}
-        self._ends_cache: dict[int, tuple[Snapped, tuple[np.ndarray, ...]]] = {}
+        self._ends_cache: dict[int, tuple[Snapped, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         self._source_cache: dict[tuple[int, ...], tuple[tuple[object, ...], tuple[Any, ...]]] = {}
         self._node_index: pd.Index | None = None
         self._geom_len: tuple[np.ndarray, bool] | None = None
@@ -864,9 +864,7 @@ class Engine:
         ``cutoff``) and ``cost`` (inf then); costs include both access legs.
         """
         cost_out, which = self.nearest_arrays(sources, targets, cutoff=cutoff, barriers=barriers)
-        src = np.full(len(targets), None, dtype=object)
-        reached = which >= 0
-        src[reached] = sources.ids[which[reached]]
+        src = np.append(sources.ids, np.array([None], dtype=object))[which]  # -1: None
         index = pd.Index(targets.ids, name="id", dtype=object)
         return pd.DataFrame(
             {"source_id": pd.Series(src, index=index, dtype=object, copy=False), "cost": cost_out},

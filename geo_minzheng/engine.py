@@ -6,9 +6,11 @@ This is the only module that maps layer IDs to graph indices (STYLE.md #7).
 
 Points (demand, facilities) are snapped to the nearest *edge*, not node, so a point in the
 middle of a long block is reached through the block, in both directions where the street is
-two-way. Nearest-facility queries add one start node per source, joined to its edge's end nodes,
-and read every target's cost off its own edge's end nodes afterwards (vectorised); OD matrices,
-bounded trees and routes split the edges at every point (virtual nodes).
+two-way; the lookup runs in bulk on a grid hash of the street pieces
+(:mod:`geo_minzheng.snapping`). Nearest-facility queries add one start node per source, joined
+to its edge's end nodes, and read every target's cost off its own edge's end nodes afterwards
+(vectorised); OD matrices, bounded trees and routes split the edges at every point (virtual
+nodes).
 The access leg from the point to the road is added to every cost: its length times the cost per
 metre of the road it joins (for ``time_s`` that is the walking speed on a walk network and the
 road's speed on a drive network; for ``length_m`` it is the distance itself). Points farther than

@@ -23,13 +23,6 @@ from tests.test_api_support import (  # noqa: F401 - fixtures
     seed_store,
 )
 
-#: FastAPI silences this pydantic warning with warnings.catch_warnings(), which is not thread-safe:
-#: while the app serves requests in other threads, the test's "error" filter can be restored in
-#: the middle of FastAPI's block and turn the silenced warning into a 500. Ignore just that one.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::pydantic.warnings.UnsupportedFieldAttributeWarning"
-)
-
 # ------------------------------------------------------------------------------------------------
 # Without a browser
 # ------------------------------------------------------------------------------------------------

@@ -43,17 +43,6 @@ WeightSpec = Mapping[float, float] | Callable[[np.ndarray], np.ndarray] | None
 # --------------------------------------------------------------------------------------------
 
 
-def covered_within(time_s: np.ndarray, breaks_s: Sequence[float]) -> np.ndarray:
-    """Boolean matrix ``[n_demand, n_breaks]``: is the nearest facility within each break.
-
-    A break is inclusive (a point exactly 900 s away is within 15 minutes); unreachable points
-    carry ``inf`` and are never covered.
-    """
-    t = np.asarray(time_s, dtype=float)
-    b = np.asarray(breaks_s, dtype=float)
-    return t[:, None] <= b[None, :]
-
-
 def summarize(
     time_s: np.ndarray,
     population: np.ndarray,
@@ -89,7 +78,8 @@ def summarize(
     aged = np.asarray(aged_60_plus, dtype=float)
     breaks = np.asarray(breaks_s, dtype=float)
     order = np.argsort(breaks, kind="stable")
-    # level k: the point is first covered at the k-th smallest break (len(breaks): never)
+    # level k: the point is first covered at the k-th smallest break (len(breaks): never);
+    # breaks are inclusive (exactly 900 s is within 15 minutes), inf is never covered
     level = np.searchsorted(breaks[order], np.asarray(time_s, dtype=float), side="left")
     n_breaks = len(breaks)
     n_levels = n_breaks + 1

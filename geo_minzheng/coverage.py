@@ -510,7 +510,7 @@ def _kind_times(
     if len(fac) == 0 or len(dem) == 0:
         return time_s, nearest, far
     cost, which = engine.nearest_arrays(fac, dem, cutoff=cutoff_s)
-    ids = np.append(fac.ids, np.array([None], dtype=object))[which]  # -1 (none in reach): None
+    ids = fac.ids_at(which)  # None where no facility is in reach
     if len(dem) == n_demand:  # every demand point snapped: rows are 0..n-1
         return cost, ids, far
     time_s[dem.rows] = cost

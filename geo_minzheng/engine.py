@@ -99,6 +99,10 @@ class Snapped:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def ids_at(self, position: np.ndarray) -> np.ndarray:
+        """IDs of the points at ``position`` (object array; None where the position is -1)."""
+        return np.append(self.ids, np.array([None], dtype=object))[position]
+
 
 @dataclass(frozen=True)
 class ODMatrix:
@@ -866,7 +870,7 @@ class Engine:
         ``cutoff``) and ``cost`` (inf then); costs include both access legs.
         """
         cost_out, which = self.nearest_arrays(sources, targets, cutoff=cutoff, barriers=barriers)
-        src = np.append(sources.ids, np.array([None], dtype=object))[which]  # -1: None
+        src = sources.ids_at(which)
         index = pd.Index(targets.ids, name="id", dtype=object)
         return pd.DataFrame(
             {"source_id": pd.Series(src, index=index, dtype=object, copy=False), "cost": cost_out},
@@ -964,7 +968,7 @@ class Engine:
             dist, src_of = np.full(self.n_nodes, np.inf), np.full(self.n_nodes, -1)
         else:
             dist, src_of, _ = self._node_costs(sources, cutoff, barriers)
-        src = np.append(sources.ids, np.array([None], dtype=object))[src_of]  # -1 -> None
+        src = sources.ids_at(src_of)
         return _result_frame(self._node_index, src, dist)
 
     def _trees(

@@ -577,7 +577,8 @@ def analyze(
         demand["id"] = id_strings(demand["id"])
     far = [dem_snapped.too_far.assign(layer="demand")] if len(dem_snapped.too_far) else []
     tables, gap_frames, columns = [], [], {}
-    xy = _projected_xy(demand) if gaps else np.zeros((0, 2))
+    work = _working_crs(demand) if gaps else None  # gap polygons are drawn in metres
+    xy = _projected_xy(demand, work) if work is not None else np.zeros((0, 2))
     for kind, gdf_fac in facilities.items():
         time_s, nearest, far_fac = _kind_times(
             engine, dem_snapped, len(demand), gdf_fac, cutoff_s=cutoff_s, max_snap_m=max_snap_m
@@ -608,9 +609,9 @@ def analyze(
         if gap_frames
         else pd.DataFrame({c: [] for c in gap_cols}).assign(geometry=None)
     )
-    gaps_gdf = gpd.GeoDataFrame(gaps_df, geometry="geometry", crs=WGS84)
+    gaps_gdf = gpd.GeoDataFrame(gaps_df, geometry="geometry", crs=work if gap_frames else WGS84)
     if gap_frames:
-        gaps_gdf = gaps_gdf.set_crs(_working_crs(demand), allow_override=True).to_crs(WGS84)
+        gaps_gdf = gaps_gdf.to_crs(WGS84)
     speed, profile, weight = _engine_speed(engine)
     provenance = {
         "kinds": list(facilities),
@@ -656,14 +657,14 @@ def _in_wgs84(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(out, geometry=shapely.points(lon, lat), crs=4326)
 
 
-def _working_crs(gdf: gpd.GeoDataFrame) -> Any:
-    g = gdf.to_crs(4326) if gdf.crs.to_epsg() != 4326 else gdf
-    minx, miny, maxx, maxy = g.total_bounds
+def _working_crs(gdf_wgs84: gpd.GeoDataFrame) -> Any:
+    """The metric CRS of the layer's centre (a CGCS2000 Gauss-Kruger zone in China)."""
+    minx, miny, maxx, maxy = gdf_wgs84.total_bounds
     return gm_crs.working_crs((minx + maxx) / 2.0, (miny + maxy) / 2.0)
 
 
-def _projected_xy(gdf: gpd.GeoDataFrame) -> np.ndarray:
-    pts = _points(gdf).to_crs(_working_crs(gdf)).geometry
+def _projected_xy(gdf: gpd.GeoDataFrame, work: Any) -> np.ndarray:
+    pts = _points(gdf).to_crs(work).geometry
     return np.column_stack([pts.x.to_numpy(), pts.y.to_numpy()])
 
 

@@ -17,7 +17,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from pyproj import CRS, Transformer
+from pyproj import CRS
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
@@ -640,11 +640,6 @@ def _standard_label() -> str:
     return gm_standards.load("gb50180_2018").label
 
 
-@functools.cache
-def _wgs84_transform(srs: str) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
-    return Transformer.from_crs(srs, 4326, always_xy=True).transform
-
-
 def _in_wgs84(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """A WGS84 copy; point layers are transformed as coordinate arrays (several times faster)."""
     if gdf.crs == WGS84:
@@ -652,7 +647,7 @@ def _in_wgs84(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     geoms = gdf.geometry.to_numpy()
     if not ((shapely.get_type_id(geoms) == 0) & ~shapely.is_empty(geoms)).all():
         return gdf.to_crs(4326)
-    lon, lat = _wgs84_transform(gdf.crs.srs)(*shapely.get_coordinates(geoms).T)
+    lon, lat = gm_crs.point_transform(gdf.crs.srs, "EPSG:4326")(*shapely.get_coordinates(geoms).T)
     out = pd.DataFrame(gdf.drop(columns=gdf.geometry.name))
     return gpd.GeoDataFrame(out, geometry=shapely.points(lon, lat), crs=4326)
 

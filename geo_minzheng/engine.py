@@ -30,7 +30,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 import shapely
-from pyproj import CRS, Transformer
+from pyproj import CRS
 from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.spatial import KDTree
@@ -41,6 +41,7 @@ from geo_minzheng._errors import (
     Problem,
     UnreachableError,
 )
+from geo_minzheng.crs import point_transform
 from geo_minzheng.snapping import SegmentGrid
 
 #: Costs are clamped to this so that csgraph keeps zero-cost edges (it drops explicit zeros).
@@ -328,7 +329,6 @@ class Engine:
         self._segments: tuple[Any, ...] | None = None
         self._tree: shapely.STRtree | None = None
         self._seg_rate: np.ndarray | None = None
-        self._transformers: dict[str, Any] = {}
         self._grid: SegmentGrid | None = None
         self._seg_len: np.ndarray | None = None
         self._vertices: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -574,10 +574,7 @@ class Engine:
 
     def _transformer(self, crs: CRS) -> Any:
         """``transform(x, y)`` from ``crs`` to the engine's CRS, or None when they are the same."""
-        key = crs.srs
-        if key not in self._transformers:
-            self._transformers[key] = None if crs == self.crs else _fast_transform(crs, self.crs)
-        return self._transformers[key]
+        return None if crs == self.crs else point_transform(crs.srs, self.crs.srs, fast=True)
 
     def _snap_points(self, ids: np.ndarray, xy: np.ndarray, max_snap_m: float) -> Snapped:
         seg_of_edge, _, seg_geom, _, _ = self._segment_index()
@@ -1254,23 +1251,6 @@ class Engine:
             best["f0"].to_numpy() * length,
             best["f1"].to_numpy() * length,
         )
-
-
-def _fast_transform(source: CRS, target: CRS) -> Any:
-    """``transform(x, y)`` between two CRSs, Gauss-Kruger/UTM steps in PROJ's fast mode.
-
-    PROJ's default transverse Mercator (Poder/Engsager) is exact far from the central
-    meridian; ``approx`` (Evenden/Snyder) is twice as fast and, measured against the default
-    for CGCS2000 3-degree zones, differs by 1e-7 m 1.5 degrees from the meridian (a zone's
-    edge) and 0.15 mm at 6 degrees: nothing for street snapping, half the projection time.
-    """
-    exact = Transformer.from_crs(source, target, always_xy=True)
-    definition = exact.definition
-    if "proj=tmerc" not in definition or "approx" in definition:
-        return exact.transform
-    return Transformer.from_pipeline(
-        definition.replace("proj=tmerc", "proj=tmerc approx")
-    ).transform
 
 
 def id_strings(ids: pd.Series) -> np.ndarray:

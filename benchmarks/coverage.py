@@ -73,6 +73,8 @@ class Streets:
     length: np.ndarray
     street: np.ndarray  # twin edges (u -> v, v -> u over one line) share a street number
     forward: np.ndarray  # the edge runs along its street's canonical direction
+    fwd: np.ndarray  # per street: its forward directed edge (-1: none)
+    bwd: np.ndarray  # per street: its backward directed edge (-1: none)
     tree: shapely.STRtree
 
     @classmethod
@@ -88,14 +90,20 @@ class Streets:
             axis=0,
             return_inverse=True,
         )
+        street, forward = street.ravel(), u == lo
+        fwd, bwd = np.full(street.max() + 1, -1), np.full(street.max() + 1, -1)
+        fwd[street[forward]] = np.flatnonzero(forward)
+        bwd[street[~forward]] = np.flatnonzero(~forward)
         return cls(
             u=u,
             v=v,
             cost=np.array([d["time_s"] for _, _, d in rows]),
             geom=geom,
             length=length,
-            street=street.ravel(),
-            forward=u == lo,
+            street=street,
+            forward=forward,
+            fwd=fwd,
+            bwd=bwd,
             tree=shapely.STRtree(geom),
         )
 
@@ -116,20 +124,11 @@ def nx_snap(s: Streets, pts: np.ndarray) -> pd.DataFrame:
     )
 
 
-def _street_edges(s: Streets) -> tuple[np.ndarray, np.ndarray]:
-    """Per street: its forward and backward directed edge (-1 where the street has none)."""
-    n = int(s.street.max()) + 1
-    fwd, bwd = np.full(n, -1), np.full(n, -1)
-    fwd[s.street[s.forward]] = np.flatnonzero(s.forward)
-    bwd[s.street[~s.forward]] = np.flatnonzero(~s.forward)
-    return fwd, bwd
-
-
 def nx_nearest(
     G: nx.MultiDiGraph, s: Streets, fac: pd.DataFrame, dem: pd.DataFrame, n_dem: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Time to and row of the nearest facility of every demand row, with networkx Dijkstra."""
-    fwd, bwd = _street_edges(s)
+    fwd, bwd = s.fwd, s.bwd
     starts = []
     for f in fac.itertuples():
         node = ("facility", f.row)

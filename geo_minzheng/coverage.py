@@ -501,21 +501,25 @@ def _kind_times(
     One multi-source shortest-path tree per kind, bounded by ``cutoff_s``; results are joined
     to the demand rows by position (``dem.rows``), never by ID lookups.
     """
-    time_s = np.full(n_demand, np.inf)
-    nearest = np.full(n_demand, None, dtype=object)
     if len(gdf_facilities) == 0:
-        return time_s, nearest, None
-    fac = engine.snap(_points(gdf_facilities), id_field="id", max_snap_m=max_snap_m)
+        return *_unreached(n_demand), None
+    fac = engine.snap(gdf_facilities, id_field="id", max_snap_m=max_snap_m)
     far = fac.too_far if len(fac.too_far) else None
     if len(fac) == 0 or len(dem) == 0:
-        return time_s, nearest, far
+        return *_unreached(n_demand), far
     cost, which = engine.nearest_arrays(fac, dem, cutoff=cutoff_s)
     ids = fac.ids_at(which)  # None where no facility is in reach
     if len(dem) == n_demand:  # every demand point snapped: rows are 0..n-1
         return cost, ids, far
+    time_s, nearest = _unreached(n_demand)
     time_s[dem.rows] = cost
     nearest[dem.rows] = ids
     return time_s, nearest, far
+
+
+def _unreached(n_demand: int) -> tuple[np.ndarray, np.ndarray]:
+    """Times (inf) and nearest facilities (None) of demand that no facility reaches."""
+    return np.full(n_demand, np.inf), np.full(n_demand, None, dtype=object)
 
 
 def analyze(
@@ -569,14 +573,13 @@ def analyze(
     rows, units, info = unit_membership(demand, gdf_units)
     unit_ids = info["adcode"].astype(str).tolist()
 
-    # snap the input frame itself: the engine projects it once (no WGS84 round trip)
-    dem_snapped = engine.snap(
-        _points(gdf_demand), id_field="id", max_snap_m=max_snap_m, ids_checked=True
-    )
-    if pd.api.types.infer_dtype(demand["id"], skipna=False) != "string":
-        demand["id"] = id_strings(demand["id"])
+    # snap the input frame itself: the engine projects it once (no WGS84 round trip) and
+    # represents polygons by an interior point
+    dem_snapped = engine.snap(gdf_demand, id_field="id", max_snap_m=max_snap_m, ids_checked=True)
     far = [dem_snapped.too_far.assign(layer="demand")] if len(dem_snapped.too_far) else []
     tables, gap_frames, columns = [], [], {}
+    if pd.api.types.infer_dtype(demand["id"], skipna=False) != "string":
+        columns["id"] = id_strings(demand["id"])
     work = _working_crs(demand) if gaps else None  # gap polygons are drawn in metres
     xy = _projected_xy(demand, work) if work is not None else np.zeros((0, 2))
     for kind, gdf_fac in facilities.items():
@@ -641,9 +644,10 @@ def _standard_label() -> str:
 
 
 def _in_wgs84(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """A WGS84 copy; point layers are transformed as coordinate arrays (several times faster)."""
+    """The layer in WGS84: itself if it is (read, never modified, by the caller); point layers
+    are transformed as coordinate arrays (several times faster than geometries)."""
     if gdf.crs == WGS84:
-        return gdf.copy()
+        return gdf
     geoms = gdf.geometry.to_numpy()
     if not ((shapely.get_type_id(geoms) == 0) & ~shapely.is_empty(geoms)).all():
         return gdf.to_crs(4326)
@@ -871,8 +875,8 @@ def accessibility(
     if problems:
         raise LayerValidationError(layer, problems)
     max_cost_s = max_cost_min * 60.0
-    dem = engine.snap(_points(gdf_demand), id_field="id", max_snap_m=max_snap_m)
-    fac = engine.snap(_points(gdf_supply), id_field="id", max_snap_m=max_snap_m)
+    dem = engine.snap(gdf_demand, id_field="id", max_snap_m=max_snap_m)
+    fac = engine.snap(gdf_supply, id_field="id", max_snap_m=max_snap_m)
     od = engine.od_matrix(dem, fac, cutoff=max_cost_s)
     cost = od.to_dense(fill=np.inf)
     dem_ids = [str(i) for i in od.origin_ids]

@@ -334,7 +334,8 @@ class Engine:
         self._vertices: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._barrier_cache: dict[int, tuple[object, np.ndarray]] = {}
         self._point_cache: dict[int, tuple[Snapped, tuple[np.ndarray, ...]]] = {}
-        self._ends_cache: dict[int, tuple[Snapped, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        self._sorted_cache: dict[int, tuple[Snapped, tuple[np.ndarray, np.ndarray]]] = {}
+        self._ends_cache: dict[int, tuple[Snapped, tuple[np.ndarray, ...]]] = {}
         self._source_cache: dict[tuple[int, ...], tuple[tuple[object, ...], tuple[Any, ...]]] = {}
         self._node_index: pd.Index | None = None
         self._geom_len: tuple[np.ndarray, bool] | None = None
@@ -558,7 +559,7 @@ class Engine:
         point = n_coords == 1
         if point.any():
             every = bool(point.all())
-            x, y = shapely.get_coordinates(geoms if every else geoms[point]).T
+            x, y = _coordinates(geoms if every else geoms[point])
             transform = self._transformer(geometry.crs)
             if transform:
                 x, y = transform(x, y)
@@ -738,12 +739,12 @@ class Engine:
         return graph, point_nodes, access_nodes, virt
 
     # ---------------------------------------------------------------- one-pass nearest
-    def _point_edges(self, pts: Snapped) -> tuple[np.ndarray, ...]:
-        """Every (point, directed edge of its segment) pair, and the points sorted by segment.
+    def _point_edges(self, pts: Snapped) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (point, directed edge of its segment) pair, grouped by point.
 
-        Returns point index, edge, fraction of the edge before the point (in the edge's own
-        direction), then the points' segments sorted and the sorting order. Cached per
-        Snapped object, so repeated queries with the same points pay for it once.
+        Returns point index, edge and fraction of the edge before the point (in the edge's own
+        direction). Cached per Snapped object, so repeated queries with the same points pay
+        for it once.
         """
         hit = self._point_cache.get(id(pts))
         if hit is not None and hit[0] is pts:
@@ -751,15 +752,27 @@ class Engine:
         _, flip, _, order, ptr = self._segment_index()
         seg = pts.segment
         p, e = _expand(seg, ptr, order)
-        frac = self._fraction(pts.offset_m[p], seg[p], e, flip)
-        srt = np.argsort(seg, kind="stable")
-        out = (p, e, frac, seg[srt], srt)
+        out = (p, e, self._fraction(pts.offset_m[p], seg[p], e, flip))
         _remember(self._point_cache, id(pts), (pts, out), size=16)
         return out
 
-    def _target_ends(self, targets: Snapped) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _by_segment(self, pts: Snapped) -> tuple[np.ndarray, np.ndarray]:
+        """The points' segments sorted, and the sorting order (for same-segment pairs).
+
+        Cached per Snapped object; only sources need it, so demand points never pay the sort.
+        """
+        hit = self._sorted_cache.get(id(pts))
+        if hit is not None and hit[0] is pts:
+            return hit[1]
+        srt = np.argsort(pts.segment, kind="stable")
+        out = (pts.segment[srt], srt)
+        _remember(self._sorted_cache, id(pts), (pts, out), size=16)
+        return out
+
+    def _target_ends(self, targets: Snapped) -> tuple[np.ndarray, ...]:
         """Per (target, edge) pair: the edge's start node, the pairs whose target is at the end
-        node, and the base cost of the edge's part before the target.
+        node, and the base cost of the edge's part before the target; then the pairs of every
+        target as columns (see :func:`_pair_columns`).
 
         Cached per Snapped object alongside :meth:`_point_edges`: a coverage run asks it once
         per facility kind for the same demand points.
@@ -767,8 +780,13 @@ class Engine:
         hit = self._ends_cache.get(id(targets))
         if hit is not None and hit[0] is targets:
             return hit[1]
-        _, e, frac, _, _ = self._point_edges(targets)
-        out = (self.u[e], np.flatnonzero(frac == 1.0), frac * self.cost[e])
+        p, e, frac = self._point_edges(targets)
+        out = (
+            self.u[e],
+            np.flatnonzero(frac == 1.0),
+            frac * self.cost[e],
+            *_pair_columns(p, len(targets)),
+        )
         _remember(self._ends_cache, id(targets), (targets, out), size=16)
         return out
 
@@ -803,7 +821,7 @@ class Engine:
         if hit is not None and all(a is b for a, b in zip(hit[0], (sources, *items), strict=True)):
             return hit[1]  # type: ignore[return-value]
         cost = self.edge_costs(barriers)
-        p, e, frac, _, _ = self._point_edges(sources)
+        p, e, frac = self._point_edges(sources)
         c = cost[e]
         ok = np.isfinite(c)
         p, e, frac, c = p[ok], e[ok], frac[ok], c[ok]
@@ -823,12 +841,12 @@ class Engine:
         base = self._base if barriers is None else self._csr(cost)
         n, k = self.n_nodes, len(sources)
         indptr = np.concatenate(
-            [base.indptr, base.nnz + np.cumsum(np.bincount(p, minlength=k))]
-        ).astype(np.int32)
+            [base.indptr, (base.nnz + np.cumsum(np.bincount(p, minlength=k))).astype(np.int32)]
+        )
         graph = sparse.csr_matrix(
             (
                 np.concatenate([base.data, w]),
-                np.concatenate([base.indices, col]).astype(np.int32),
+                np.concatenate([base.indices, col.astype(base.indices.dtype)]),
                 indptr,
             ),
             shape=(n + k, n + k),
@@ -893,9 +911,9 @@ class Engine:
         which = np.full(len(targets), -1)
         if len(sources) and len(targets):
             dist, src_of, cost = self._node_costs(sources, cutoff, barriers)
-            t, e, frac, _, _ = self._point_edges(targets)
-            start, at_end, along = self._target_ends(targets)
-            # through the start node of each of the target's edges (pairs grouped by target) ...
+            _, e, frac = self._point_edges(targets)
+            start, at_end, along, *columns = self._target_ends(targets)
+            # through the start node of each of the target's edges ...
             c = cost[e]
             if cost is not self.cost:  # barriers: the part of each edge before its target
                 with np.errstate(invalid="ignore"):  # 0 * inf on a closed edge: nan, no path
@@ -908,12 +926,15 @@ class Engine:
             shorter = np.isfinite(c[at_end]) & (dist[end] <= via[at_end])
             via[at_end[shorter]] = dist[end[shorter]]
             src[at_end[shorter]] = src_of[end[shorter]]
-            np.minimum.at(best, t, via)
-            # every target has pairs (in target order) and one least of them: take the first
-            least = np.flatnonzero(via == best[t])
-            first = np.ones(len(least), dtype=bool)
-            first[1:] = t[least[1:]] != t[least[:-1]]
-            which = src[least[first]]
+            # the least of each target's pairs, the first of equals (column by column: every
+            # target has one or two pairs on a walk network)
+            pick = columns[0]
+            best = via[pick]
+            for col in columns[1:]:
+                better = via[col] < best
+                pick = np.where(better, col, pick)
+                best = np.where(better, via[col], best)
+            which = src[pick]
             # ... or straight from a source further back on the same edge
             st, ss, sc = self._same_edge(sources, targets, cost)
             np.minimum.at(best, st, sc)
@@ -933,7 +954,7 @@ class Engine:
         the target.
         """
         _, flip, _, order, ptr = self._segment_index()
-        _, _, _, s_seg, s_order = self._point_edges(sources)
+        s_seg, s_order = self._by_segment(sources)
         has_source = np.zeros(len(ptr) - 1, dtype=bool)
         has_source[s_seg] = True
         near = np.flatnonzero(has_source[targets.segment])
@@ -1347,6 +1368,26 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """``concatenate([arange(s, s + c) for s, c in zip(starts, counts)])``, vectorised."""
     total = int(counts.sum())
     return np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(total)
+
+
+def _coordinates(one_vertex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of geometries with exactly one vertex each (``get_x``/``get_y`` are faster
+    than ``get_coordinates`` but read Points only: a one-point MultiPoint gives NaN)."""
+    x, y = shapely.get_x(one_vertex), shapely.get_y(one_vertex)
+    if np.isnan(x).any():
+        x, y = shapely.get_coordinates(one_vertex).T
+    return x, y
+
+
+def _pair_columns(point: np.ndarray, n: int) -> list[np.ndarray]:
+    """Positions of every point's pairs (``point`` sorted; every point has one: each street
+    segment has at least one directed edge),
+    as one array per rank: column ``j`` holds each point's ``j``-th pair, or its last pair when
+    it has fewer, so that a least over the columns is a least over each point's own pairs."""
+    count = np.bincount(point, minlength=n)
+    last = np.cumsum(count) - 1
+    first = last - count + 1
+    return [np.minimum(first + j, last) for j in range(int(count.max(initial=1)))]
 
 
 def _expand(seg: np.ndarray, ptr: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import sparse
 
 from geo_minzheng._errors import SolverError
-from geo_minzheng.coverage import _check_demand, _points
+from geo_minzheng.coverage import _check_demand
 
 
 @dataclass(frozen=True)
@@ -257,8 +257,8 @@ def coverage_matrix(
     shape = (len(dem_ids), len(site_ids))
     if len(site_ids) == 0 or len(dem_ids) == 0:
         return sparse.csr_matrix(shape, dtype=bool)
-    dem = engine.snap(_points(gdf_demand), id_field="id", max_snap_m=max_snap_m)
-    site = engine.snap(_points(gdf_sites), id_field="id", max_snap_m=max_snap_m)
+    dem = engine.snap(gdf_demand, id_field="id", max_snap_m=max_snap_m)
+    site = engine.snap(gdf_sites, id_field="id", max_snap_m=max_snap_m)
     if len(dem.ids) == 0 or len(site.ids) == 0:
         return sparse.csr_matrix(shape, dtype=bool)
     frame = engine.od_matrix(site, dem, cutoff=cutoff_s).to_frame()

@@ -174,7 +174,8 @@ class SegmentGrid:
         Ties in distance go to the lowest segment number, so the answer is deterministic.
         """
         xy = np.asarray(xy, dtype=float).reshape(-1, 2)
-        left = np.flatnonzero(np.isfinite(xy).all(axis=1))
+        finite = np.isfinite(xy[:, 0]) & np.isfinite(xy[:, 1])
+        left = np.arange(len(xy)) if finite.all() else np.flatnonzero(finite)
         found: list[tuple[np.ndarray, ...]] = []
         first = min(self.cell / 2.0, max_distance_m)
         radii = [first] + [r for r in WIDER_RADII_M if first < r < max_distance_m]
@@ -183,7 +184,7 @@ class SegmentGrid:
             if len(left) == 0 or len(self._cells.keys) == 0:
                 break
             if radius == self.cell / 2.0:
-                lo = self._cell_of(xy[left] - radius)
+                lo = self._cell_of((xy if len(left) == len(xy) else xy[left]) - radius)
                 near = self._blocks.gather(left, self._key(lo[:, 0], lo[:, 1]))
             else:
                 near = self._around(xy, left, radius)

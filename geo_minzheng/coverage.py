@@ -74,6 +74,25 @@ def summarize(
         One row per (unit, break) with the unit ``total`` first: population, aged_60_plus,
         covered_population, covered_aged_60_plus, share_population, share_aged_60_plus.
     """
+    cols = _summary_columns(
+        time_s, population, aged_60_plus, breaks_s, membership=membership, unit_ids=unit_ids
+    )
+    del cols["group"]
+    return pd.DataFrame(cols)
+
+
+def _summary_columns(
+    time_s: np.ndarray,
+    population: np.ndarray,
+    aged_60_plus: np.ndarray,
+    breaks_s: Sequence[float],
+    *,
+    membership: tuple[np.ndarray, np.ndarray] | None = None,
+    unit_ids: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`summarize`'s columns as arrays, plus ``group``: 0 for the total, ``k + 1`` for
+    unit ``k`` (so that a caller joins unit names by position and builds one table for many
+    facility kinds)."""
     pop = np.asarray(population, dtype=float)
     aged = np.asarray(aged_60_plus, dtype=float)
     breaks = np.asarray(breaks_s, dtype=float)
@@ -107,6 +126,7 @@ def summarize(
     g_idx = np.repeat(unit_order, n_breaks)
     b_idx = np.tile(np.arange(n_breaks), len(unit_order))
     cols: dict[str, np.ndarray] = {
+        "group": g_idx,
         "unit": np.asarray(labels, dtype=object)[g_idx],
         "break_min": breaks[order][b_idx] / 60.0,
     }
@@ -119,7 +139,7 @@ def summarize(
     with np.errstate(invalid="ignore", divide="ignore"):
         for name in by_level:
             cols[f"share_{name}"] = covered[name] / totals[name]
-    return pd.DataFrame(cols)
+    return cols
 
 
 def _weights(cost: np.ndarray, weights: WeightSpec) -> np.ndarray:
@@ -590,9 +610,11 @@ def analyze(
             far.append(far_fac.assign(layer=kind))
         columns[f"nearest_{kind}"] = pd.Series(nearest, index=demand.index, dtype=object)
         columns[f"time_min_{kind}"] = time_s / 60.0
-        t = summarize(time_s, pop, aged, breaks_s, membership=(rows, units), unit_ids=unit_ids)
-        t.insert(0, "kind", kind)
-        tables.append(t)
+        tables.append(
+            _summary_columns(
+                time_s, pop, aged, breaks_s, membership=(rows, units), unit_ids=unit_ids
+            )
+        )
         if gaps:
             un = ~(time_s <= gap_break * 60.0)
             _, kind_gaps = gap_polygons(xy[un], pop[un], aged[un], buffer_m=gap_buffer_m)
@@ -600,12 +622,7 @@ def analyze(
             kind_gaps.insert(0, "kind", kind)
             gap_frames.append(kind_gaps)
     demand = demand.assign(**columns)
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    if len(table):
-        names = dict(zip(unit_ids, info["name"], strict=True)) | {TOTAL: "合计"}
-        levels = dict(zip(unit_ids, info["level"], strict=True))
-        table.insert(2, "unit_name", table["unit"].map(names))
-        table.insert(3, "level", table["unit"].map(levels))
+    table = _long_table(list(facilities), tables, info)
     gap_cols = ["kind", "break_min", "rank", "n_points", "population", "aged_60_plus", "area_m2"]
     gaps_df = (
         pd.concat(gap_frames, ignore_index=True)
@@ -635,6 +652,28 @@ def analyze(
         else pd.DataFrame(columns=["layer", "id", "distance_m"])
     )
     return CoverageResult(demand, table, gaps_gdf, not_snapped, provenance)
+
+
+def _long_table(
+    kinds: list[str], parts: list[dict[str, np.ndarray]], info: pd.DataFrame
+) -> pd.DataFrame:
+    """One table of every kind's :func:`_summary_columns`, with the units' names and levels."""
+    if not parts:
+        return pd.DataFrame()
+    cols = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    group = cols.pop("group")
+    # position 0 is the total: its name is 合计 and it has no level
+    names = np.asarray(["合计", *info["name"]], dtype=object)
+    levels = np.asarray([np.nan, *info["level"]], dtype=object)
+    if pd.isna(levels).all():  # units from admin codes: no levels, a float NaN column
+        levels = np.full(len(levels), np.nan)
+    head = {
+        "kind": np.repeat(np.asarray(kinds, dtype=object), [len(p["group"]) for p in parts]),
+        "unit": cols.pop("unit"),
+        "unit_name": names[group],
+        "level": levels[group],
+    }
+    return pd.DataFrame(head | cols)
 
 
 @functools.cache

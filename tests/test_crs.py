@@ -198,3 +198,26 @@ def test_ensure_same_crs_names_both_layers() -> None:
     message = str(info.value)
     assert "'shelters'" in message and "'roads'" in message
     assert "EPSG:4326" in message and "EPSG:4551" in message
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [("EPSG:4326", "EPSG:4551"), ("EPSG:4490", "EPSG:4549"), ("EPSG:4326", "EPSG:32651")],
+)
+def test_fast_point_transform_matches_exact_across_a_zone(source: str, target: str) -> None:
+    """The fast (approx transverse Mercator) transform, whichever form it takes, agrees with
+    pyproj's exact transformer to a micrometre over a whole zone; in a Gauss-Kruger zone it
+    marks points it cannot project (another continent, NaN) as non-finite, which is how the
+    engine tells them from points it can snap."""
+    from pyproj import Transformer
+
+    fast = crs.point_transform(source, target, fast=True)
+    exact = Transformer.from_crs(source, target, always_xy=True)
+    cm = {"EPSG:4551": 126.0, "EPSG:4549": 120.0, "EPSG:32651": 123.0}[target]
+    rng = np.random.default_rng(7)
+    lon, lat = rng.uniform(cm - 1.5, cm + 1.5, 500), rng.uniform(20.0, 53.0, 500)
+    got, want = np.column_stack(fast(lon, lat)), np.column_stack(exact.transform(lon, lat))
+    assert np.abs(got - want).max() < 1e-6
+    far = (np.array([-100.0, np.nan]), np.array([40.0, np.nan]))
+    if target != "EPSG:32651":  # (UTM's exact transformer projects the far point)
+        assert not np.isfinite(np.column_stack(fast(*far))).any()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -96,6 +97,9 @@ class Snapped:
     too_far: pd.DataFrame
     engine_id: int = field(repr=False)
     rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64), repr=False)
+    #: The engine's per-point-set arrays (edge pairs, sort order, source graph), kept with the
+    #: points so that they live exactly as long as the points do
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -194,6 +198,10 @@ class Barriers:
     mode: Literal["close", "scale"] = "close"
     factor: float = 1.0
     tolerance_m: float = 1.0
+    #: Mask of touched edges per engine, kept with the barriers (and dropped with an engine)
+    _touched: weakref.WeakKeyDictionary[Engine, np.ndarray] = field(
+        default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_geodataframe(
@@ -332,11 +340,6 @@ class Engine:
         self._grid: SegmentGrid | None = None
         self._seg_len: np.ndarray | None = None
         self._vertices: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._barrier_cache: dict[int, tuple[object, np.ndarray]] = {}
-        self._point_cache: dict[int, tuple[Snapped, tuple[np.ndarray, ...]]] = {}
-        self._sorted_cache: dict[int, tuple[Snapped, tuple[np.ndarray, np.ndarray]]] = {}
-        self._ends_cache: dict[int, tuple[Snapped, tuple[np.ndarray, ...]]] = {}
-        self._source_cache: dict[tuple[int, ...], tuple[tuple[object, ...], tuple[Any, ...]]] = {}
         self._node_index: pd.Index | None = None
         self._geom_len: tuple[np.ndarray, bool] | None = None
         self._out: tuple[np.ndarray, np.ndarray] | None = None
@@ -636,17 +639,17 @@ class Engine:
         return cost
 
     def _touched(self, barriers: Barriers) -> np.ndarray:
-        """Mask of edges a barrier object touches (cached per object)."""
-        hit = self._barrier_cache.get(id(barriers))
-        if hit is not None and hit[0] is barriers:
-            return hit[1]
+        """Mask of edges a barrier object touches (kept with the object, per engine)."""
+        hit = barriers._touched.get(self)
+        if hit is not None:
+            return hit
         seg_of_edge = self._segment_index()[0]
         geoms = barriers.geometry.to_crs(self.crs).to_numpy()
         _, segs = self._segment_tree().query(
             geoms, predicate="dwithin", distance=max(barriers.tolerance_m, 0.0)
         )
         mask = np.isin(seg_of_edge, np.unique(segs))
-        self._barrier_cache[id(barriers)] = (barriers, mask)
+        barriers._touched[self] = mask
         return mask
 
     def touched_edges(self, barriers: Barriers) -> np.ndarray:
@@ -743,52 +746,42 @@ class Engine:
         """Every (point, directed edge of its segment) pair, grouped by point.
 
         Returns point index, edge and fraction of the edge before the point (in the edge's own
-        direction). Cached per Snapped object, so repeated queries with the same points pay
-        for it once.
+        direction). Kept with the points, so repeated queries with them pay for it once.
         """
-        hit = self._point_cache.get(id(pts))
-        if hit is not None and hit[0] is pts:
-            return hit[1]
-        _, flip, _, order, ptr = self._segment_index()
-        seg = pts.segment
-        p, e = _expand(seg, ptr, order)
-        out = (p, e, self._fraction(pts.offset_m[p], seg[p], e, flip))
-        _remember(self._point_cache, id(pts), (pts, out), size=16)
-        return out
+        if "point_edges" not in pts._memo:
+            _, flip, _, order, ptr = self._segment_index()
+            seg = pts.segment
+            p, e = _expand(seg, ptr, order)
+            pts._memo["point_edges"] = (p, e, self._fraction(pts.offset_m[p], seg[p], e, flip))
+        return pts._memo["point_edges"]
 
     def _by_segment(self, pts: Snapped) -> tuple[np.ndarray, np.ndarray]:
         """The points' segments sorted, and the sorting order (for same-segment pairs).
 
-        Cached per Snapped object; only sources need it, so demand points never pay the sort.
+        Kept with the points; only sources need it, so demand points never pay the sort.
         """
-        hit = self._sorted_cache.get(id(pts))
-        if hit is not None and hit[0] is pts:
-            return hit[1]
-        srt = np.argsort(pts.segment, kind="stable")
-        out = (pts.segment[srt], srt)
-        _remember(self._sorted_cache, id(pts), (pts, out), size=16)
-        return out
+        if "by_segment" not in pts._memo:
+            srt = np.argsort(pts.segment, kind="stable")
+            pts._memo["by_segment"] = (pts.segment[srt], srt)
+        return pts._memo["by_segment"]
 
     def _target_ends(self, targets: Snapped) -> tuple[np.ndarray, ...]:
         """Per (target, edge) pair: the edge's start node, the pairs whose target is at the end
         node, and the base cost of the edge's part before the target; then the pairs of every
         target as columns (see :func:`_pair_columns`).
 
-        Cached per Snapped object alongside :meth:`_point_edges`: a coverage run asks it once
-        per facility kind for the same demand points.
+        Kept with the points, as :meth:`_point_edges`: a coverage run asks it once per
+        facility kind for the same demand points.
         """
-        hit = self._ends_cache.get(id(targets))
-        if hit is not None and hit[0] is targets:
-            return hit[1]
-        p, e, frac = self._point_edges(targets)
-        out = (
-            self.u[e],
-            np.flatnonzero(frac == 1.0),
-            frac * self.cost[e],
-            *_pair_columns(p, len(targets)),
-        )
-        _remember(self._ends_cache, id(targets), (targets, out), size=16)
-        return out
+        if "target_ends" not in targets._memo:
+            p, e, frac = self._point_edges(targets)
+            targets._memo["target_ends"] = (
+                self.u[e],
+                np.flatnonzero(frac == 1.0),
+                frac * self.cost[e],
+                *_pair_columns(p, len(targets)),
+            )
+        return targets._memo["target_ends"]
 
     def _fraction(
         self, offset_m: np.ndarray, seg: np.ndarray, e: np.ndarray, flip: np.ndarray
@@ -809,17 +802,20 @@ class Engine:
 
         A source at fraction ``f`` of edge ``u -> v`` reaches ``v`` at its access leg plus
         ``(1 - f) * cost``; no edge is split (targets are read off their edges' end nodes
-        afterwards). Cached per (Snapped, barriers) so repeated queries skip the build.
+        afterwards). The last one built is kept with the sources, for the same barriers.
         """
         items = (
             ()
             if barriers is None
             else ((barriers,) if isinstance(barriers, Barriers) else tuple(barriers))
         )
-        key = (id(sources), *map(id, items))
-        hit = self._source_cache.get(key)
-        if hit is not None and all(a is b for a, b in zip(hit[0], (sources, *items), strict=True)):
-            return hit[1]  # type: ignore[return-value]
+        hit = sources._memo.get("source_graph")
+        if (
+            hit is not None
+            and len(hit[0]) == len(items)
+            and all(a is b for a, b in zip(hit[0], items, strict=True))
+        ):
+            return hit[1]  # type: ignore[no-any-return]
         cost = self.edge_costs(barriers)
         p, e, frac = self._point_edges(sources)
         c = cost[e]
@@ -851,7 +847,7 @@ class Engine:
             ),
             shape=(n + k, n + k),
         )
-        _remember(self._source_cache, key, ((sources, *items), (graph, cost)), size=4)
+        sources._memo["source_graph"] = (items, (graph, cost))
         return graph, cost
 
     def _node_costs(
@@ -1351,17 +1347,6 @@ def _result_frame(index: pd.Index, source_id: np.ndarray, cost: np.ndarray) -> p
 def _subset(pts: Snapped, rows: slice) -> Snapped:
     """Some rows of a Snapped set."""
     return dataclasses.replace(pts, **{f: getattr(pts, f)[rows] for f in _SNAP_ARRAYS})
-
-
-def _remember(cache: dict, key: object, value: object, *, size: int) -> None:
-    """Store ``value`` in a small cache, dropping the oldest entries beyond ``size``.
-
-    The cache holds its key objects, so an ``id()`` key cannot be reused while cached.
-    """
-    with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # concurrent queries
-        while len(cache) >= size:
-            cache.pop(next(iter(cache)))
-    cache[key] = value
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

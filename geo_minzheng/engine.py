@@ -110,6 +110,17 @@ class Snapped:
 
 
 @dataclass(frozen=True)
+class _Column:
+    """One (edge, position) pair of every target point, for the one-pass nearest query."""
+
+    start: np.ndarray  # the edge's start node
+    edge: np.ndarray
+    frac: np.ndarray  # fraction of the edge before the target, in the edge's direction
+    along: np.ndarray  # base cost of that part of the edge
+    at_end: np.ndarray  # targets exactly at the edge's end node
+
+
+@dataclass(frozen=True)
 class ODMatrix:
     """Sparse origin-destination costs: only pairs within the cutoff are stored."""
 
@@ -765,23 +776,49 @@ class Engine:
             pts._memo["by_segment"] = (pts.segment[srt], srt)
         return pts._memo["by_segment"]
 
-    def _target_ends(self, targets: Snapped) -> tuple[np.ndarray, ...]:
-        """Per (target, edge) pair: the edge's start node, the pairs whose target is at the end
-        node, and the base cost of the edge's part before the target; then the pairs of every
-        target as columns (see :func:`_pair_columns`).
+    def _target_columns(self, targets: Snapped) -> list[_Column]:
+        """Every target's (edge, position) pairs as columns: column ``j`` holds each target's
+        ``j``-th pair, or its last when it has fewer (see :func:`_pair_columns`).
 
         Kept with the points, as :meth:`_point_edges`: a coverage run asks it once per
         facility kind for the same demand points.
         """
-        if "target_ends" not in targets._memo:
+        if "target_columns" not in targets._memo:
             p, e, frac = self._point_edges(targets)
-            targets._memo["target_ends"] = (
-                self.u[e],
-                np.flatnonzero(frac == 1.0),
-                frac * self.cost[e],
-                *_pair_columns(p, len(targets)),
-            )
-        return targets._memo["target_ends"]
+            columns = []
+            for pair in _pair_columns(p, len(targets)):
+                edge, f = e[pair], frac[pair]
+                columns.append(
+                    _Column(
+                        start=self.u[edge],
+                        edge=edge,
+                        frac=f,
+                        along=f * self.cost[edge],
+                        at_end=np.flatnonzero(f == 1.0),
+                    )
+                )
+            targets._memo["target_columns"] = columns
+        return targets._memo["target_columns"]  # type: ignore[no-any-return]
+
+    def _through(
+        self, col: _Column, dist: np.ndarray, src_of: np.ndarray, cost: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Cost to each target through one column's edges (from their start nodes, or at their
+        end nodes for targets exactly there), and the source it comes from."""
+        along = col.along
+        if cost is not self.cost:  # barriers: the part of each edge before its target
+            with np.errstate(invalid="ignore"):  # 0 * inf on a closed edge: nan, no path
+                along = col.frac * cost[col.edge]
+            along[np.isnan(along)] = np.inf
+        via = dist[col.start] + along
+        src = src_of[col.start]
+        t = col.at_end
+        if len(t):
+            end = self.v[col.edge[t]]
+            shorter = np.isfinite(cost[col.edge[t]]) & (dist[end] <= via[t])
+            via[t[shorter]] = dist[end[shorter]]
+            src[t[shorter]] = src_of[end[shorter]]
+        return via, src
 
     def _fraction(
         self, offset_m: np.ndarray, seg: np.ndarray, e: np.ndarray, flip: np.ndarray
@@ -907,30 +944,16 @@ class Engine:
         which = np.full(len(targets), -1)
         if len(sources) and len(targets):
             dist, src_of, cost = self._node_costs(sources, cutoff, barriers)
-            _, e, frac = self._point_edges(targets)
-            start, at_end, along, *columns = self._target_ends(targets)
-            # through the start node of each of the target's edges ...
-            c = cost[e]
-            if cost is not self.cost:  # barriers: the part of each edge before its target
-                with np.errstate(invalid="ignore"):  # 0 * inf on a closed edge: nan, no path
-                    along = frac * c
-                along[np.isnan(along)] = np.inf
-            via = dist[start] + along
-            src = src_of[start]
-            # (a target exactly at the edge's end node is reached there too)
-            end = self.v[e[at_end]]
-            shorter = np.isfinite(c[at_end]) & (dist[end] <= via[at_end])
-            via[at_end[shorter]] = dist[end[shorter]]
-            src[at_end[shorter]] = src_of[end[shorter]]
-            # the least of each target's pairs, the first of equals (column by column: every
-            # target has one or two pairs on a walk network)
-            pick = columns[0]
-            best = via[pick]
+            # through the start node of each of the target's edges: the least over the
+            # target's pairs, the first of equals (column by column: every target has one or
+            # two pairs on a walk network) ...
+            columns = self._target_columns(targets)
+            best, which = self._through(columns[0], dist, src_of, cost)
             for col in columns[1:]:
-                better = via[col] < best
-                pick = np.where(better, col, pick)
-                best = np.where(better, via[col], best)
-            which = src[pick]
+                via, src = self._through(col, dist, src_of, cost)
+                better = via < best
+                best = np.where(better, via, best)
+                which = np.where(better, src, which)
             # ... or straight from a source further back on the same edge
             st, ss, sc = self._same_edge(sources, targets, cost)
             np.minimum.at(best, st, sc)

@@ -157,10 +157,11 @@ def _reached_samples(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Cells of points at most ``step_m`` apart along every reached edge part.
 
-    Returns the cells' column and row (cell (i, j) is centred on (i * cell, j * cell)), the
-    cost there (float32) and the facility, grouped by facility. Each part is expanded to the
-    segments (consecutive vertices) of its edge that it overlaps; each overlap is sampled with
-    both ends included, by a start point plus a step vector (no per-point search).
+    Returns the cells' column and row (cell (i, j) is centred on (i * cell, j * cell)) and the
+    cost there (float32), grouped by facility, and the number of samples of each facility.
+    Each part is expanded to the segments (consecutive vertices) of its edge that it overlaps;
+    each overlap is sampled with both ends included, by a start point plus a step vector (no
+    per-point search).
     """
     p = _reached_parts(engine, reach, cutoff)
     if np.any(p["fac"][1:] < p["fac"][:-1]):  # parts come grouped by facility: keep it so
@@ -228,8 +229,7 @@ def _reached_samples(
     ci = np.rint(along(sx, vx)).astype(np.int64)
     cj = np.rint(along(sy, vy)).astype(np.int64)
     c = along(c_lo, c_step).astype(np.float32)
-    owner = np.repeat(owner, n_pt)
-    return ci, cj, c, owner
+    return ci, cj, c, np.bincount(owner, weights=n_pt, minlength=n).astype(np.int64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,6 +388,12 @@ def _neighbourhood(a: np.ndarray, cells: np.ndarray, fn: np.ufunc) -> np.ndarray
 def _erode(grid: np.ndarray, radius: int) -> np.ndarray:
     """Least value within a disk of ``radius`` cells: the union of a few rectangles, each a
     separable run of 3-cell passes."""
+    if radius == 2:  # the default (buffer_m = 2 cells): a 3 x 3 square and four tips, 8 passes
+        out = _min3(_min3(grid, 1, np.minimum), 0, np.minimum)
+        for far, near in ((np.s_[:, 2:], np.s_[:, :-2]), (np.s_[2:], np.s_[:-2])):
+            np.minimum(out[far], grid[near], out=out[far])
+            np.minimum(out[near], grid[far], out=out[near])
+        return out
     across = [grid]  # across[k]: least value within k cells along x
     out = None
     for dy, dx in _disk_rectangles(radius):
@@ -524,7 +530,8 @@ def _canvas_polygons(
             np.clip(np.round(first[:, 0]).astype(np.int64), 0, nx_ - 1),
             np.clip(np.round(first[:, 1]).astype(np.int64), 0, ny - 1),
         )
-        xy = points * cell + shift[tile[poly_of_ring[ring_of_pt]]]
+        xy = points * cell
+        xy += np.repeat(shift[tile[poly_of_ring]], np.diff(offsets), axis=0)
         ring_geoms = shapely.linearrings(xy, indices=ring_of_pt)
         polys = shapely.polygons(ring_geoms, indices=poly_of_ring)
         ok = tile >= 0
@@ -587,14 +594,13 @@ def service_areas(
     n_fac = len(facilities)
     cell = float(cell_m) if cell_m else buffer_m / 2.0
     reach = engine.reach(facilities, cutoff=float(brk[-1]), barriers=barriers)
-    ci, cj, cost, groups = _reached_samples(
+    ci, cj, cost, per_facility = _reached_samples(
         engine, reach, facilities, float(brk[-1]), 0.75 * cell, cell
     )
     cost = np.rint(cost * (_Q_MAX / brk[-1])).astype(np.uint16)  # uint16 steps
-    if dissolve:
-        groups = np.zeros(len(groups), dtype=np.int64)
     n_groups = 1 if dissolve else n_fac
-    ptr = np.concatenate([[0], np.cumsum(np.bincount(groups, minlength=n_groups))])
+    counts = per_facility.sum(keepdims=True) if dissolve else per_facility
+    ptr = np.concatenate([[0], np.cumsum(counts)])
     todo = np.flatnonzero(ptr[1:] > ptr[:-1])
     radius = max(1, int(round(buffer_m / cell)))
     margin = radius + 1  # the buffer, then one unreachable cell for the contour to close

@@ -679,11 +679,12 @@ class Engine:
 
     def _augment(
         self, sets: Sequence[Snapped], cost: np.ndarray
-    ) -> tuple[sparse.csr_matrix, list[np.ndarray], list[np.ndarray], pd.DataFrame]:
+    ) -> tuple[sparse.csr_matrix, list[np.ndarray], list[np.ndarray], dict[str, np.ndarray]]:
         """Graph with one virtual node per snapped point and one access node per point.
 
         Returns the CSR, each set's point-node indices, each set's access-node indices (an access
-        node has one edge, to its point node, costing the access leg), and the virtual edges.
+        node has one edge, to its point node, costing the access leg), and the virtual edges
+        (columns from, to, cost, parent, f0, f1).
         """
         seg_of_edge, flip, seg_geom, order, ptr = self._segment_index()
         sizes = [len(s) for s in sets]
@@ -730,21 +731,20 @@ class Engine:
             c_all, f_to - f_from, out=np.full(len(c_all), np.inf), where=np.isfinite(c_all)
         )
         anode = np.arange(n + k, n + 2 * k)
-        virt = pd.DataFrame(
-            {
-                "from": np.concatenate([a, anode]),
-                "to": np.concatenate([b, pnode]),
-                "cost": np.maximum(np.concatenate([w, acc]), _EPS_COST),
-                "parent": np.concatenate([parent, np.full(k, -1)]),
-                "f0": np.concatenate([f_from, np.zeros(k)]),
-                "f1": np.concatenate([f_to, np.zeros(k)]),
-            }
-        )
-        virt = virt[np.isfinite(virt["cost"].to_numpy())]
+        cost_all = np.maximum(np.concatenate([w, acc]), _EPS_COST)
+        usable = np.flatnonzero(np.isfinite(cost_all))
+        virt = {
+            "from": np.concatenate([a, anode])[usable],
+            "to": np.concatenate([b, pnode])[usable],
+            "cost": cost_all[usable],
+            "parent": np.concatenate([parent, np.full(k, -1)])[usable],
+            "f0": np.concatenate([f_from, np.zeros(k)])[usable],
+            "f1": np.concatenate([f_to, np.zeros(k)])[usable],
+        }
         base = self._base if cost is self.cost else self._csr(cost)
         # the virtual edges never repeat a base pair (each touches a virtual node), but two of
         # them may join the same pair: keep the cheapest (a CSR would sum them)
-        vf, vt, vw = (virt[c].to_numpy() for c in ("from", "to", "cost"))
+        vf, vt, vw = virt["from"], virt["to"], virt["cost"]
         srt = np.lexsort((vw, vt, vf))
         vf, vt, vw = vf[srt], vt[srt], vw[srt]
         first = np.ones(len(vf), dtype=bool)
@@ -1201,8 +1201,7 @@ class Engine:
             trees = self._trees(graph, anodes[0], cutoff)
         else:
             trees = self._grouped_trees(graph, anodes[0], groups, float(cutoff))
-        virtual = {c: virt[c].to_numpy() for c in virt.columns}
-        return Reach(sources.ids, trees, self.u, self.v, cost, virtual, self.n_nodes)
+        return Reach(sources.ids, trees, self.u, self.v, cost, virt, self.n_nodes)
 
     def od_matrix(
         self,
@@ -1276,11 +1275,14 @@ class Engine:
         length = float(sum(shapely.length(pieces)) + o.access_m[0] + d.access_m[0])
         return Route(line, total_cost, length)
 
-    def _path_pieces(self, path: np.ndarray, cost: np.ndarray, virt: pd.DataFrame) -> np.ndarray:
+    def _path_pieces(
+        self, path: np.ndarray, cost: np.ndarray, virt: dict[str, np.ndarray]
+    ) -> np.ndarray:
         """Geometry of each hop of a node path (cheapest edge per hop)."""
         base = self._base_edge_table(cost)
         hops = pd.DataFrame({"from": path[:-1], "to": path[1:], "hop": np.arange(len(path) - 1)})
-        cand = pd.concat([base, virt[virt["parent"] >= 0]], ignore_index=True)
+        pieces = pd.DataFrame(virt)
+        cand = pd.concat([base, pieces[pieces["parent"] >= 0]], ignore_index=True)
         best = (
             hops.merge(cand, on=["from", "to"]).sort_values(["hop", "cost"]).drop_duplicates("hop")
         )

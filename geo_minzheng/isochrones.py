@@ -389,11 +389,11 @@ def _erode(grid: np.ndarray, radius: int) -> np.ndarray:
     """Least value within a disk of ``radius`` cells: the union of a few rectangles, each a
     separable run of 3-cell passes."""
     if radius == 2:  # the default (buffer_m = 2 cells): a 3 x 3 square and four tips, 8 passes
-        out = _min3(_min3(grid, 1, np.minimum), 0, np.minimum)
+        square = _min3(_min3(grid, 1, np.minimum), 0, np.minimum)
         for far, near in ((np.s_[:, 2:], np.s_[:, :-2]), (np.s_[2:], np.s_[:-2])):
-            np.minimum(out[far], grid[near], out=out[far])
-            np.minimum(out[near], grid[far], out=out[near])
-        return out
+            np.minimum(square[far], grid[near], out=square[far])
+            np.minimum(square[near], grid[far], out=square[near])
+        return square
     across = [grid]  # across[k]: least value within k cells along x
     out = None
     for dy, dx in _disk_rectangles(radius):

@@ -341,3 +341,24 @@ def test_input_errors(walk) -> None:
         Barriers.from_geodataframe(pts, mode="scale")
     with pytest.raises(NetworkError, match="weight 'cost'"):
         Engine.from_graph(walk, weight="cost")
+
+
+def test_queries_keep_no_point_sets_or_barriers_alive(walk) -> None:
+    """What the engine prepares for a point set (edge pairs, sort order, source graph) lives
+    with the points and a barrier's edge mask with the barrier: once the caller drops them,
+    nothing of theirs stays in memory (a coverage server snaps new demand on every request)."""
+    import gc
+    import weakref
+
+    eng = Engine.from_graph(walk)
+    src, tgt = eng.snap(_points(walk, 12, 7, "F")), eng.snap(_points(walk, 120, 8, "D"))
+    area = gpd.GeoDataFrame(geometry=[shapely.Point(*src.xy.mean(axis=0)).buffer(300)], crs=eng.crs)
+    barriers = Barriers.from_geodataframe(area, mode="scale", factor=3.0)
+    first = eng.nearest(src, tgt, barriers=barriers)
+    again = eng.nearest(src, tgt, barriers=barriers)  # from what the points and barriers keep
+    pd.testing.assert_frame_equal(first, again)
+    assert src._memo and tgt._memo and barriers._touched
+    refs = [weakref.ref(obj) for obj in (src, tgt, barriers)]
+    del src, tgt, barriers, first, again
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]

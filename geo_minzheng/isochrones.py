@@ -500,7 +500,7 @@ def _canvas_polygons(
         np.ascontiguousarray(np.broadcast_to(np.arange(ny, dtype=np.float64)[:, None], (ny, nx_))),
         grid.astype(np.float64),
         np.zeros((ny, nx_), dtype=bool),
-        corner_mask=True,
+        corner_mask=False,  # (no cell is masked: the same contours, a cheaper set-up)
         line_type=contourpy.LineType.Separate,
         fill_type=contourpy.FillType.ChunkCombinedOffsetOffset,
         quad_as_tri=False,

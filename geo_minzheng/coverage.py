@@ -302,7 +302,8 @@ def _open(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return gdf[gdf["status"].isna() | gdf["status"].isin(["open", "full"])]
 
 
-def _check_demand(gdf_demand: gpd.GeoDataFrame, layer: str = "demand") -> None:
+def _check_demand(gdf_demand: gpd.GeoDataFrame, layer: str = "demand") -> np.ndarray:
+    """Check the demand layer's fields, collecting every problem; return its IDs as strings."""
     problems: list[Problem] = []
     for col in ("id", "population", "aged_60_plus"):
         if col not in gdf_demand.columns:
@@ -331,6 +332,7 @@ def _check_demand(gdf_demand: gpd.GeoDataFrame, layer: str = "demand") -> None:
         problems.append(Problem(f"layer '{layer}'", "crs", "a defined CRS", "None", "crs"))
     if problems:
         raise LayerValidationError(layer, problems)
+    return ids
 
 
 def _points(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -578,7 +580,7 @@ def analyze(
     max_snap_m
         Points farther from a road than this are reported in ``not_snapped``, never dropped.
     """
-    _check_demand(gdf_demand)
+    ids = _check_demand(gdf_demand)
     _check_time_engine(engine)
     breaks = sorted({float(b) for b in breaks_min})
     if not breaks or breaks[0] <= 0:
@@ -595,11 +597,11 @@ def analyze(
 
     # snap the input frame itself: the engine projects it once (no WGS84 round trip) and
     # represents polygons by an interior point
-    dem_snapped = engine.snap(gdf_demand, id_field="id", max_snap_m=max_snap_m, ids_checked=True)
+    dem_snapped = engine.snap(gdf_demand, id_field="id", max_snap_m=max_snap_m, checked_ids=ids)
     far = [dem_snapped.too_far.assign(layer="demand")] if len(dem_snapped.too_far) else []
     tables, gap_frames, columns = [], [], {}
     if pd.api.types.infer_dtype(demand["id"], skipna=False) != "string":
-        columns["id"] = id_strings(demand["id"])
+        columns["id"] = ids
     work = _working_crs(demand) if gaps else None  # gap polygons are drawn in metres
     xy = _projected_xy(demand, work) if work is not None else np.zeros((0, 2))
     for kind, gdf_fac in facilities.items():

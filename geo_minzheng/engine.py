@@ -180,17 +180,7 @@ class Reach:
         """Every usable augmented edge: columns ``from``, ``to``, ``cost``, ``parent`` (the
         engine edge it lies on, -1 for none), ``f0``/``f1`` (the part of the parent edge it
         covers, as fractions of its length)."""
-        ok = np.flatnonzero(np.isfinite(self.edge_cost))
-        base = pd.DataFrame(
-            {
-                "from": self.edge_u[ok],
-                "to": self.edge_v[ok],
-                "cost": self.edge_cost[ok],
-                "parent": ok,
-                "f0": 0.0,
-                "f1": 1.0,
-            }
-        )
+        base = _edge_table(self.edge_u, self.edge_v, self.edge_cost)
         return pd.concat([base, pd.DataFrame(self.virtual)], ignore_index=True)
 
 
@@ -416,12 +406,7 @@ class Engine:
     def _csr(self, cost: np.ndarray) -> sparse.csr_matrix:
         """CSR of the finite edges, keeping the cheapest of parallel edges (csgraph would sum)."""
         ok = np.isfinite(cost)
-        u, v, c = self.u[ok], self.v[ok], cost[ok]
-        order = np.lexsort((c, v, u))
-        u, v, c = u[order], v[order], c[order]
-        first = np.ones(len(u), dtype=bool)
-        first[1:] = (u[1:] != u[:-1]) | (v[1:] != v[:-1])
-        u, v, c = u[first], v[first], c[first]
+        u, v, c = _cheapest_per_pair(self.u[ok], self.v[ok], cost[ok])
         indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=self.n_nodes))])
         return sparse.csr_matrix((c, v, indptr), shape=(self.n_nodes, self.n_nodes))
 
@@ -519,7 +504,7 @@ class Engine:
         *,
         id_field: str = "id",
         max_snap_m: float = 300.0,
-        ids_checked: bool = False,
+        checked_ids: np.ndarray | None = None,
     ) -> Snapped:
         """Attach points to their nearest road edge.
 
@@ -531,9 +516,9 @@ class Engine:
             Column with unique IDs (compared as strings).
         max_snap_m
             Points farther than this from every road are reported in ``too_far``, not snapped.
-        ids_checked
-            The caller has already checked that the IDs are unique (skips a second check of a
-            large layer).
+        checked_ids
+            The layer's IDs as strings (:func:`id_strings`), already checked unique by the
+            caller: skips making and checking them a second time for a large layer.
         """
         if id_field not in gdf.columns:
             msg = f"snap: id_field {id_field!r} not in columns {list(gdf.columns)}"
@@ -541,8 +526,13 @@ class Engine:
         if gdf.crs is None:
             msg = "snap: points have no CRS; set one (e.g. gdf.set_crs('EPSG:4326'))"
             raise NetworkError(msg)
-        ids = id_strings(gdf[id_field])
-        if not ids_checked:
+        if checked_ids is not None:
+            if len(checked_ids) != len(gdf):
+                msg = f"snap: {len(checked_ids)} checked_ids for {len(gdf)} points"
+                raise NetworkError(msg)
+            ids = checked_ids
+        else:
+            ids = id_strings(gdf[id_field])
             self._check_unique(ids, id_field, str(gdf.attrs.get("layer", "points")))
         xy = self._projected_points(gdf.geometry)
         return self._snap_points(ids, xy, max_snap_m)
@@ -686,7 +676,7 @@ class Engine:
         node has one edge, to its point node, costing the access leg), and the virtual edges
         (columns from, to, cost, parent, f0, f1).
         """
-        seg_of_edge, flip, seg_geom, order, ptr = self._segment_index()
+        _, flip, _, order, ptr = self._segment_index()
         sizes = [len(s) for s in sets]
         k = int(sum(sizes))
         n = self.n_nodes
@@ -704,14 +694,8 @@ class Engine:
         acc = np.concatenate([s.access_cost for s in sets]) if k else np.empty(0)
         pnode = np.arange(n, n + k)
         # every (point, directed edge on its segment) pair
-        per = ptr[seg + 1] - ptr[seg]
-        p_rep = np.repeat(np.arange(k), per)
-        e = order[
-            np.repeat(ptr[seg], per) + (np.arange(per.sum()) - np.repeat(np.cumsum(per) - per, per))
-        ]
-        seg_len = shapely.length(seg_geom[seg[p_rep]])
-        frac = np.clip(off[p_rep] / np.maximum(seg_len, 1e-12), 0.0, 1.0)
-        frac = np.where(flip[e], 1.0 - frac, frac)
+        p_rep, e = _expand(seg, ptr, order)
+        frac = self._fraction(off[p_rep], seg[p_rep], e, flip)
         srt = np.lexsort((frac, e))
         p_rep, e, frac = p_rep[srt], e[srt], frac[srt]
         head = np.ones(len(e), dtype=bool)
@@ -743,13 +727,8 @@ class Engine:
         }
         base = self._base if cost is self.cost else self._csr(cost)
         # the virtual edges never repeat a base pair (each touches a virtual node), but two of
-        # them may join the same pair: keep the cheapest (a CSR would sum them)
-        vf, vt, vw = virt["from"], virt["to"], virt["cost"]
-        srt = np.lexsort((vw, vt, vf))
-        vf, vt, vw = vf[srt], vt[srt], vw[srt]
-        first = np.ones(len(vf), dtype=bool)
-        first[1:] = (vf[1:] != vf[:-1]) | (vt[1:] != vt[:-1])
-        graph = _with_edges(base, m, vf[first], vt[first], vw[first])
+        # them may join the same pair
+        graph = _with_edges(base, m, *_cheapest_per_pair(virt["from"], virt["to"], virt["cost"]))
         return graph, point_nodes, access_nodes, virt
 
     # ---------------------------------------------------------------- one-pass nearest
@@ -866,24 +845,10 @@ class Engine:
             _EPS_COST,
         )
         col = np.concatenate([self.v[e], self.u[e[at_u]]])
-        srt = np.lexsort((w, col, p))
-        p, col, w = p[srt], col[srt], w[srt]
-        first = np.ones(len(p), dtype=bool)
-        first[1:] = (p[1:] != p[:-1]) | (col[1:] != col[:-1])
-        p, col, w = p[first], col[first], w[first]
+        p, col, w = _cheapest_per_pair(p, col, w)
         base = self._base if barriers is None else self._csr(cost)
-        n, k = self.n_nodes, len(sources)
-        indptr = np.concatenate(
-            [base.indptr, (base.nnz + np.cumsum(np.bincount(p, minlength=k))).astype(np.int32)]
-        )
-        graph = sparse.csr_matrix(
-            (
-                np.concatenate([base.data, w]),
-                np.concatenate([base.indices, col.astype(base.indices.dtype)]),
-                indptr,
-            ),
-            shape=(n + k, n + k),
-        )
+        n = self.n_nodes
+        graph = _with_edges(base, n + len(sources), p + n, col, w)
         sources._memo["source_graph"] = (items, (graph, cost))
         return graph, cost
 
@@ -918,13 +883,8 @@ class Engine:
         ``cutoff``) and ``cost`` (inf then); costs include both access legs.
         """
         cost_out, which = self.nearest_arrays(sources, targets, cutoff=cutoff, barriers=barriers)
-        src = sources.ids_at(which)
         index = pd.Index(targets.ids, name="id", dtype=object)
-        return pd.DataFrame(
-            {"source_id": pd.Series(src, index=index, dtype=object, copy=False), "cost": cost_out},
-            index=index,
-            copy=False,
-        )
+        return _result_frame(index, sources.ids_at(which), cost_out)
 
     def nearest_arrays(
         self,
@@ -1045,20 +1005,6 @@ class Engine:
         )
         out.eliminate_zeros()  # the access nodes themselves (cost 0); reached nodes cost > 0
         return out
-
-    def _base_edge_table(self, cost: np.ndarray) -> pd.DataFrame:
-        """Usable (finite-cost) engine edges, laid out like the edge table of :class:`Reach`."""
-        ok = np.isfinite(cost)
-        return pd.DataFrame(
-            {
-                "from": self.u[ok],
-                "to": self.v[ok],
-                "cost": cost[ok],
-                "parent": np.flatnonzero(ok),
-                "f0": 0.0,
-                "f1": 1.0,
-            }
-        )
 
     def _out_edges(self) -> tuple[np.ndarray, np.ndarray]:
         """Edge indices sorted by start node and each node's first position among them (cached)."""
@@ -1279,7 +1225,7 @@ class Engine:
         self, path: np.ndarray, cost: np.ndarray, virt: dict[str, np.ndarray]
     ) -> np.ndarray:
         """Geometry of each hop of a node path (cheapest edge per hop)."""
-        base = self._base_edge_table(cost)
+        base = _edge_table(self.u, self.v, cost)
         hops = pd.DataFrame({"from": path[:-1], "to": path[1:], "hop": np.arange(len(path) - 1)})
         pieces = pd.DataFrame(virt)
         cand = pd.concat([base, pieces[pieces["parent"] >= 0]], ignore_index=True)
@@ -1304,6 +1250,27 @@ def id_strings(ids: pd.Series) -> np.ndarray:
 
 
 _SNAP_ARRAYS = ("ids", "xy", "snapped_xy", "segment", "offset_m", "access_m", "access_cost", "rows")
+
+
+def _edge_table(u: np.ndarray, v: np.ndarray, cost: np.ndarray) -> pd.DataFrame:
+    """The usable (finite-cost) engine edges as a table of whole parent edges: columns from,
+    to, cost, parent, f0 (0), f1 (1), laid out like the virtual edges."""
+    ok = np.flatnonzero(np.isfinite(cost))
+    return pd.DataFrame(
+        {"from": u[ok], "to": v[ok], "cost": cost[ok], "parent": ok, "f0": 0.0, "f1": 1.0}
+    )
+
+
+def _cheapest_per_pair(
+    rows: np.ndarray, cols: np.ndarray, cost: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges sorted by row then column, the cheapest of each (row, column) pair only (a CSR
+    would sum parallel edges)."""
+    order = np.lexsort((cost, cols, rows))
+    rows, cols, cost = rows[order], cols[order], cost[order]
+    first = np.ones(len(rows), dtype=bool)
+    first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+    return rows[first], cols[first], cost[first]
 
 
 def _with_edges(

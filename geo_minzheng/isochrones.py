@@ -175,9 +175,7 @@ def _reached_samples(
     rate = p["cost"] / np.maximum(p["df"] * glen, 1e-12)  # cost per metre along this part
     n_seg = np.maximum(vptr[line + 1] - vptr[line] - 1, 0)
     rep = np.repeat(np.arange(len(line)), n_seg)
-    v0 = np.repeat(vptr[line], n_seg) + (
-        np.arange(len(rep)) - np.repeat(np.cumsum(n_seg) - n_seg, n_seg)
-    )
+    v0 = _ranges(vptr[line], n_seg)
     s0, s1 = arc[v0], arc[v0 + 1]
     lo = np.maximum(a[rep], s0)
     hi = np.minimum(b[rep], s1)
@@ -275,8 +273,7 @@ def _draw_blocks(engine: Engine, cell: float, keys: np.ndarray) -> np.ndarray:
     coords, vptr, _ = _line_vertices(seg_geom[useg])
     n_sub = np.maximum(vptr[inv + 1] - vptr[inv] - 1, 0)
     rep = np.repeat(np.arange(len(inv)), n_sub)
-    k = np.arange(len(rep)) - np.repeat(np.cumsum(n_sub) - n_sub, n_sub)
-    v0 = vptr[inv[rep]] + k
+    v0 = _ranges(vptr[inv], n_sub)
     p0, p1 = coords[v0], coords[v0 + 1]
     wbox = box[blk[rep]] + [-cell, -cell, cell, cell]
     t0, t1 = _clip_to_boxes(p0, p1, wbox)

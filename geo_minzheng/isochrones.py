@@ -30,8 +30,12 @@ facility on Changchun, slower than an ego-graph baseline.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import threading
 import weakref
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import contourpy
@@ -41,7 +45,7 @@ import shapely
 from scipy import ndimage
 
 from geo_minzheng._errors import NetworkError
-from geo_minzheng.engine import BarrierArg, Barriers, Engine, Reach, Snapped, _ranges
+from geo_minzheng.engine import BarrierArg, Barriers, Engine, Reach, Snapped, _ranges, _subset
 
 #: Surface value of a cell with no road within the buffer (open land, gaps between tiles).
 _BIG = np.uint16(65535)
@@ -50,14 +54,22 @@ _ROAD = np.uint16(60000)
 #: Costs are stored as uint16 steps, the largest break being this many (_ROAD is 10 times
 #: as far, so that contours between a reached and an unreached cell hug the reached one).
 _Q_MAX = 6000
-#: Cells per canvas of packed facility windows (bounds peak memory to ~150 MB per canvas).
+#: Cells of packed facility windows in flight at once (bounds peak memory to ~150 MB): one
+#: canvas, or this many shared among the threads that work on facilities in parallel.
 _CANVAS_CELLS = 6_000_000
+#: Facilities are split over threads once their trees hold this many (facility, node) pairs:
+#: below it, a thread's start-up and a second canvas's fixed costs outweigh the split.
+_PARALLEL_MIN_REACHED = 5_000
+#: At most this many threads work on one request.
+_MAX_THREADS = 4
 #: Side of a cached road-raster block, cells.
 _BLOCK = 64
 
 #: Per engine and cell size: road-raster blocks already drawn, keyed by (block row, block col).
 _ROAD_BLOCKS: weakref.WeakKeyDictionary[Engine, dict[float, dict[tuple[int, int], np.ndarray]]]
 _ROAD_BLOCKS = weakref.WeakKeyDictionary()
+#: Threads drawing road blocks take turns (each block is drawn once).
+_ROAD_LOCK = threading.Lock()
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,7 +312,22 @@ def _road_blocks(
     engine: Engine, cell: float, j0: np.ndarray, j1: np.ndarray, i0: np.ndarray, i1: np.ndarray
 ) -> dict[tuple[int, int], np.ndarray]:
     """The cached road blocks (drawing the missing ones) covering cell windows [j0:j1, i0:i1]."""
-    cache = _ROAD_BLOCKS.setdefault(engine, {}).setdefault(cell, {})
+    with _ROAD_LOCK:
+        cache = _ROAD_BLOCKS.setdefault(engine, {}).setdefault(cell, {})
+        _draw_missing(engine, cell, cache, j0, j1, i0, i1)
+    return cache
+
+
+def _draw_missing(
+    engine: Engine,
+    cell: float,
+    cache: dict[tuple[int, int], np.ndarray],
+    j0: np.ndarray,
+    j1: np.ndarray,
+    i0: np.ndarray,
+    i1: np.ndarray,
+) -> None:
+    """Draw the road blocks covering cell windows [j0:j1, i0:i1] that ``cache`` lacks."""
     bj0, bj1 = j0 // _BLOCK, (j1 - 1) // _BLOCK
     bi0, bi1 = i0 // _BLOCK, (i1 - 1) // _BLOCK
     nj, ni = bj1 - bj0 + 1, bi1 - bi0 + 1
@@ -314,7 +341,6 @@ def _road_blocks(
         surface = np.where(drawn, _ROAD, _BIG).astype(np.uint16)  # as the canvas holds them
         for (a, b), arr in zip(keys[missing].tolist(), surface, strict=True):
             cache[(a, b)] = arr
-    return cache
 
 
 # --------------------------------------------------------------------------------------------
@@ -491,8 +517,10 @@ def _canvas_polygons(
     levels = np.rint(breaks * (_Q_MAX / breaks[-1])) + 0.5
     # the generator class itself, with x and y made contiguous by numpy (the generator's own
     # conversion of broadcast arrays is several times slower) and an explicit all-False mask
-    # (without one it scans z for NaN to build a mask; there are none, same contours)
-    gen = contourpy.SerialContourGenerator(
+    # (without one it scans z for NaN to build a mask; there are none, same contours). The
+    # threaded class on one thread and one chunk gives the serial one's contours, byte for
+    # byte, but releases the GIL while it traces: the other canvases' threads run meanwhile
+    gen = contourpy.ThreadedContourGenerator(
         np.ascontiguousarray(np.broadcast_to(np.arange(nx_, dtype=np.float64), (ny, nx_))),
         np.ascontiguousarray(np.broadcast_to(np.arange(ny, dtype=np.float64)[:, None], (ny, nx_))),
         grid.astype(np.float64),
@@ -504,6 +532,7 @@ def _canvas_polygons(
         z_interp=contourpy.ZInterp.Linear,
         x_chunk_size=0,
         y_chunk_size=0,
+        thread_count=1,
     )
     out = np.empty((n_tiles, len(breaks)), dtype=object)
     out[:] = shapely.MultiPolygon()
@@ -591,38 +620,20 @@ def service_areas(
     n_fac = len(facilities)
     cell = float(cell_m) if cell_m else buffer_m / 2.0
     reach = engine.reach(facilities, cutoff=float(brk[-1]), barriers=barriers)
-    ci, cj, cost, per_facility = _reached_samples(
-        engine, reach, facilities, float(brk[-1]), 0.75 * cell, cell
-    )
-    cost = np.rint(cost * (_Q_MAX / brk[-1])).astype(np.uint16)  # uint16 steps
-    n_groups = 1 if dissolve else n_fac
-    counts = per_facility.sum(keepdims=True) if dissolve else per_facility
-    ptr = np.concatenate([[0], np.cumsum(counts)])
-    todo = np.flatnonzero(ptr[1:] > ptr[:-1])
-    radius = max(1, int(round(buffer_m / cell)))
-    margin = radius + 1  # the buffer, then one unreachable cell for the contour to close
-    first = ptr[todo]
-    i0 = np.minimum.reduceat(ci, first) - margin if len(todo) else first
-    j0 = np.minimum.reduceat(cj, first) - margin if len(todo) else first
-    i1 = np.maximum.reduceat(ci, first) + margin + 1 if len(todo) else first
-    j1 = np.maximum.reduceat(cj, first) + margin + 1 if len(todo) else first
-    polys = np.empty((n_groups, len(brk)), dtype=object)
-    polys[:] = shapely.MultiPolygon()
-    if len(todo):
-        blocks = _road_blocks(engine, cell, j0, j1, i0, i1)
-        counts = np.diff(ptr)[todo]
-        gap = radius + 2
-        area = np.cumsum((i1 - i0 + gap) * (j1 - j0 + gap))
-        start = 0
-        while start < len(todo):
-            # as many windows as fit in _CANVAS_CELLS (at least one)
-            stop = max(start + 1, int(np.searchsorted(area, area[start] + _CANVAS_CELLS)))
-            s0, s1 = ptr[todo[start]], ptr[todo[stop - 1] + 1]
-            polys[todo[start:stop]] = _run_canvas(
-                start, stop, i0, j0, i1, j1, gap, blocks, cell,
-                ci[s0:s1], cj[s0:s1], cost[s0:s1], counts[start:stop], radius, brk, rings,
-            )  # fmt: skip
-            start = stop
+    threads = 1 if dissolve else _threads(reach.cost.nnz)
+    job = _Job(engine, brk, rings, dissolve, cell, max(1, int(round(buffer_m / cell))), threads)
+    if threads == 1:
+        polys = job.polygons(reach, facilities)
+    else:  # numpy, scipy.ndimage and shapely release the GIL on whole arrays
+        ptr = reach.cost.indptr  # facility rows split by the nodes they reach
+        cuts = np.searchsorted(ptr, ptr[-1] * np.arange(1, threads) / threads, side="left")
+        bounds = np.unique(np.concatenate([[0], np.clip(cuts, 0, n_fac), [n_fac]])).tolist()
+        rows = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            parts = pool.map(
+                lambda r: job.polygons(_reach_rows(reach, r), _subset(facilities, r)), rows
+            )
+            polys = np.concatenate(list(parts))
     cut = _closing_polygons(engine, barriers)
     if cut is not None:
         polys = shapely.difference(polys, cut)
@@ -632,10 +643,80 @@ def service_areas(
         else np.repeat(facilities.ids, len(brk)).astype(object)
     )
     return gpd.GeoDataFrame(
-        {"facility_id": fac_ids, "break": np.tile(brk, n_groups)},
+        {"facility_id": fac_ids, "break": np.tile(brk, len(polys))},
         geometry=polys.ravel(),
         crs=engine.crs,
     )
+
+
+def _threads(reached: int) -> int:
+    """Threads for trees of ``reached`` (facility, node) pairs: one per CPU this process may
+    use (at most _MAX_THREADS), one for small requests."""
+    if reached < _PARALLEL_MIN_REACHED:
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(_MAX_THREADS, cpus or 1))
+
+
+def _reach_rows(reach: Reach, rows: slice) -> Reach:
+    """The trees of some sources (the edges stay shared)."""
+    return dataclasses.replace(reach, source_ids=reach.source_ids[rows], cost=reach.cost[rows])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """One request's settings: polygons for any run of its facilities (one thread each)."""
+
+    engine: Engine
+    brk: np.ndarray
+    rings: bool
+    dissolve: bool
+    cell: float
+    radius: int  # buffer_m in cells
+    threads: int
+
+    def polygons(self, reach: Reach, facilities: Snapped) -> np.ndarray:
+        """``(n_groups, n_breaks)`` MultiPolygons of ``reach``'s sources (one group if
+        dissolved): their samples, packed on canvases of at most _CANVAS_CELLS / threads."""
+        brk, cell, radius = self.brk, self.cell, self.radius
+        ci, cj, cost, per_facility = _reached_samples(
+            self.engine, reach, facilities, float(brk[-1]), 0.75 * cell, cell
+        )
+        cost = np.rint(cost * (_Q_MAX / brk[-1])).astype(np.uint16)  # uint16 steps
+        n_groups = 1 if self.dissolve else len(facilities)
+        counts = per_facility.sum(keepdims=True) if self.dissolve else per_facility
+        ptr = np.concatenate([[0], np.cumsum(counts)])
+        todo = np.flatnonzero(ptr[1:] > ptr[:-1])
+        polys = np.empty((n_groups, len(brk)), dtype=object)
+        polys[:] = shapely.MultiPolygon()
+        if len(todo) == 0:
+            return polys
+        margin = radius + 1  # the buffer, then one unreachable cell for the contour to close
+        first = ptr[todo]
+        i0 = np.minimum.reduceat(ci, first) - margin
+        j0 = np.minimum.reduceat(cj, first) - margin
+        i1 = np.maximum.reduceat(ci, first) + margin + 1
+        j1 = np.maximum.reduceat(cj, first) + margin + 1
+        blocks = _road_blocks(self.engine, cell, j0, j1, i0, i1)
+        counts = np.diff(ptr)[todo]
+        # tiles 2 * radius + 1 cells apart: a tile's roads, eroded, reach ``radius`` cells
+        # into a gap, so the middle of every gap stays road-free and links the land at each
+        # tile's edge to the canvas frame. Then whether an area is enclosed (a block) depends
+        # on the tile alone, not on the tiles packed beside it (narrower gaps could close)
+        gap = 2 * radius + 1
+        area = np.cumsum((i1 - i0 + gap) * (j1 - j0 + gap))
+        cap = -(-_CANVAS_CELLS // self.threads)
+        start = 0
+        while start < len(todo):
+            # as many windows as fit in the canvas (at least one)
+            stop = max(start + 1, int(np.searchsorted(area, area[start] + cap)))
+            s0, s1 = ptr[todo[start]], ptr[todo[stop - 1] + 1]
+            polys[todo[start:stop]] = _run_canvas(
+                start, stop, i0, j0, i1, j1, gap, blocks, cell,
+                ci[s0:s1], cj[s0:s1], cost[s0:s1], counts[start:stop], radius, brk, self.rings,
+            )  # fmt: skip
+            start = stop
+        return polys
 
 
 def _pack(w: np.ndarray, h: np.ndarray, gap: int) -> tuple[np.ndarray, np.ndarray, int, int]:

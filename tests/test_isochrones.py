@@ -9,7 +9,7 @@ import pytest
 import shapely
 from shapely.ops import substring
 
-from geo_minzheng import network
+from geo_minzheng import isochrones, network
 from geo_minzheng._errors import NetworkError
 from geo_minzheng.engine import Barriers, Engine
 from geo_minzheng.isochrones import service_areas
@@ -282,3 +282,37 @@ def test_reach_of_far_apart_facilities_matches_networkx(engine, walk) -> None:
         assert set(got) == {pos[m] for m in ref}
         for m, d in ref.items():
             assert got[pos[m]] == pytest.approx(d, abs=1e-6)
+
+
+@pytest.mark.parametrize("rings", [False, True])
+def test_polygons_do_not_depend_on_how_facilities_are_split(
+    engine, walk, monkeypatch, rings
+) -> None:
+    """Facilities are split over threads and packed on canvases by size; a facility's polygons
+    must be the same whichever tiles are packed beside its own (gaps wide enough that no
+    neighbour's roads close the land at a tile's edge) and however many threads run."""
+    pts = engine.snap(_at_nodes(walk, list(walk.nodes)[::12]))
+    assert len(pts) > 150
+    got = {}
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(isochrones, "_threads", lambda reached, n=threads: n)
+        got[threads] = service_areas(engine, pts, breaks=(300, 600, 900), rings=rings)
+    one = got[1].geometry.to_numpy()
+    assert shapely.area(one).sum() > 1e7  # hundreds of real polygons
+    for threads in (2, 3):
+        assert (got[threads]["facility_id"] == got[1]["facility_id"]).all()
+        # (equal to a micrometre: tiles at other canvas positions round coordinates apart)
+        assert shapely.equals_exact(got[threads].geometry.to_numpy(), one, tolerance=1e-6).all()
+
+
+def test_large_requests_run_on_several_threads(engine, walk, monkeypatch) -> None:
+    """The thread split is taken for real requests (not only when forced)."""
+    calls = []
+    real_threads = isochrones._threads
+    monkeypatch.setattr(isochrones, "_threads", lambda n: calls.append(n) or real_threads(n))
+    monkeypatch.setattr(isochrones.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    pts = engine.snap(_at_nodes(walk, list(walk.nodes)[::12]))
+    service_areas(engine, pts, breaks=(900,))
+    assert calls and calls[0] >= isochrones._PARALLEL_MIN_REACHED
+    assert real_threads(calls[0]) == 2
+    assert real_threads(isochrones._PARALLEL_MIN_REACHED - 1) == 1

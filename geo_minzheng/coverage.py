@@ -35,6 +35,15 @@ DEFAULT_GAP_BUFFER_M = 150.0
 TOTAL = "total"
 WGS84 = CRS.from_epsg(4326)
 
+#: Empty results, copied (a copy costs a fifth of building one, ~1 ms for a GeoDataFrame)
+_GAP_COLUMNS = ["kind", "break_min", "rank", "n_points", "population", "aged_60_plus", "area_m2"]
+_NO_GAPS = gpd.GeoDataFrame(
+    pd.DataFrame({c: [] for c in _GAP_COLUMNS}).assign(geometry=None),
+    geometry="geometry",
+    crs=WGS84,
+)
+_NONE_FAR = pd.DataFrame(columns=["layer", "id", "distance_m"])
+
 WeightSpec = Mapping[float, float] | Callable[[np.ndarray], np.ndarray] | None
 
 
@@ -625,15 +634,11 @@ def analyze(
             gap_frames.append(kind_gaps)
     demand = demand.assign(**columns)
     table = _long_table(list(facilities), tables, info)
-    gap_cols = ["kind", "break_min", "rank", "n_points", "population", "aged_60_plus", "area_m2"]
-    gaps_df = (
-        pd.concat(gap_frames, ignore_index=True)
-        if gap_frames
-        else pd.DataFrame({c: [] for c in gap_cols}).assign(geometry=None)
-    )
-    gaps_gdf = gpd.GeoDataFrame(gaps_df, geometry="geometry", crs=work if gap_frames else WGS84)
     if gap_frames:
-        gaps_gdf = gaps_gdf.to_crs(WGS84)
+        gaps_df = pd.concat(gap_frames, ignore_index=True)
+        gaps_gdf = gpd.GeoDataFrame(gaps_df, geometry="geometry", crs=work).to_crs(WGS84)
+    else:
+        gaps_gdf = _NO_GAPS.copy()
     speed, profile, weight = _engine_speed(engine)
     provenance = {
         "kinds": list(facilities),
@@ -651,7 +656,7 @@ def analyze(
     not_snapped = (
         pd.concat(far, ignore_index=True)[["layer", "id", "distance_m"]]
         if far
-        else pd.DataFrame(columns=["layer", "id", "distance_m"])
+        else _NONE_FAR.copy()
     )
     return CoverageResult(demand, table, gaps_gdf, not_snapped, provenance)
 

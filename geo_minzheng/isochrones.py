@@ -45,7 +45,16 @@ import shapely
 from scipy import ndimage
 
 from geo_minzheng._errors import NetworkError
-from geo_minzheng.engine import BarrierArg, Barriers, Engine, Reach, Snapped, _ranges, _subset
+from geo_minzheng.engine import (
+    _EPS_COST,
+    BarrierArg,
+    Barriers,
+    Engine,
+    Reach,
+    Snapped,
+    _ranges,
+    _subset,
+)
 
 #: Surface value of a cell with no road within the buffer (open land, gaps between tiles).
 _BIG = np.uint16(65535)
@@ -75,72 +84,91 @@ _ROAD_LOCK = threading.Lock()
 # --------------------------------------------------------------------------------------------
 # sampling the reached edge parts
 # --------------------------------------------------------------------------------------------
-def _reached_parts(engine: Engine, reach: Reach, cutoff: float) -> dict[str, np.ndarray]:
+def _reached_parts(
+    engine: Engine, reach: Reach, facilities: Snapped, first: int, cutoff: float
+) -> dict[str, np.ndarray]:
     """Every (facility, reached edge part) with its start cost, parent edge and fractions.
 
-    Only edges leaving a node that some facility reaches are looked at (through the engine's
-    edges sorted by start node), so a call costs in proportion to what is reached, not to the
-    network's size. A street reached from both ends is cut where the two costs meet (each
-    direction keeps only the part it reaches first), and parts that reach nothing beyond their
-    start node are dropped: that node is the end of the part it was reached by.
+    ``facilities`` are ``reach``'s sources, the ``first``-th of the request onwards. Only edges
+    leaving a node that some facility reaches are looked at (through the engine's edges sorted
+    by start node), so a call costs in proportion to what is reached, not to the network's
+    size. A street reached from both ends is cut where the two costs meet (each direction
+    keeps only the part it reaches first), and parts that reach nothing beyond their start
+    node are dropped: that node is the end of the part it was reached by.
+
+    A facility's own street is split at its point (the pieces to and from it); the points of
+    the request's other facilities, which split the streets they lie on in the search graph,
+    are not looked at, so a facility's parts are those it has when asked for alone.
     """
     csr = reach.cost
     n_aug = csr.shape[1]
     coo = csr.tocoo()
     fac, node, dist = coo.row, coo.col, coo.data
+    fkey, by_key = fac.astype(np.int64) * n_aug + node, dist
+    if np.any(fkey[1:] < fkey[:-1]):
+        fo = np.argsort(fkey, kind="stable")
+        fkey, by_key = fkey[fo], dist[fo]
+
+    def cost_at(f: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """Cost of facility ``f`` at augmented node ``at`` (inf if not reached)."""
+        want = f.astype(np.int64) * n_aug + at
+        k = np.minimum(np.searchsorted(fkey, want), max(len(fkey) - 1, 0))
+        return (
+            np.where(fkey[k] == want, by_key[k], np.inf) if len(fkey) else np.full(len(f), np.inf)
+        )
+
     # the engine's own out-edges of each (facility, node) pair, usable ones only; the cost of
     # each edge's twin (the reverse over the same street segment) comes from the engine
     order, out_ptr = engine._out_edges()
+    twins = engine._twins()
     pb = np.flatnonzero(node < reach.n_real_nodes)
     deg = out_ptr[node[pb] + 1] - out_ptr[node[pb]]
     rep = np.repeat(pb, deg)
     eb = order[_ranges(out_ptr[node[pb]], deg)]
     ok = np.flatnonzero(np.isfinite(reach.edge_cost[eb]))
     rep, eb = rep[ok], eb[ok]
-    twin = engine._twins()[eb]
+    twin = twins[eb]
     rc_b = np.where(twin >= 0, reach.edge_cost[np.maximum(twin, 0)], np.inf)
-    # the virtual out-edges (the sources' edge pieces), and their twins among themselves
-    virt = reach.virtual
-    vi = np.flatnonzero(virt["parent"] >= 0)
-    vi = vi[np.argsort(virt["from"][vi], kind="stable")]
-    v_from, v_to, v_par = virt["from"][vi], virt["to"][vi], virt["parent"][vi]
-    seg_of_edge = engine._segment_index()[0]
-    key = v_from * n_aug + v_to
-    korder = np.argsort(key, kind="stable")
-    at = np.minimum(np.searchsorted(key[korder], v_to * n_aug + v_from), max(len(key) - 1, 0))
-    rev = korder[at] if len(key) else at
-    is_twin = (key[rev] == v_to * n_aug + v_from) & (seg_of_edge[v_par[rev]] == seg_of_edge[v_par])
-    rc_v = np.where(is_twin, virt["cost"][vi][rev], np.inf) if len(key) else np.empty(0)
-    lo = np.searchsorted(v_from, node)
-    vdeg = np.searchsorted(v_from, node, side="right") - lo
-    rep_v = np.repeat(np.arange(len(node)), vdeg)
-    ev = _ranges(lo, vdeg)
+    # each facility's own pieces of each directed edge of its street: from its point to the
+    # edge's end, and from the edge's start to its point (the twin piece of each is the reverse
+    # over the same stretch)
+    i, e, f = engine._point_edges(facilities)
+    c, tw = reach.edge_cost[e], twins[e]
+    c_tw = np.where(tw >= 0, reach.edge_cost[np.maximum(tw, 0)], np.inf)
+    point = reach.n_real_nodes + first + i
+    with np.errstate(invalid="ignore"):  # 0 * inf on a closed edge: nan, dropped below
+        out_c, in_c = c * (1.0 - f), c * f
+        out_rc, in_rc = c_tw * (1.0 - f), c_tw * f
+    own = {
+        "fac": np.concatenate([i, i]),
+        "from": np.concatenate([point, engine.u[e]]),
+        "to": np.concatenate([engine.v[e], point]),
+        "cost": np.maximum(np.concatenate([out_c, in_c]), _EPS_COST),
+        "rc": np.maximum(np.concatenate([out_rc, in_rc]), _EPS_COST),
+        "parent": np.concatenate([e, e]),
+        "f0": np.concatenate([f, np.zeros(len(f))]),
+        "f1": np.concatenate([np.ones(len(f)), f]),
+    }
+    own_d = cost_at(own["fac"], own["from"])
+    keep_own = np.flatnonzero(np.isfinite(own_d) & np.isfinite(own["cost"]))
+    own["rc"][np.isnan(own["rc"])] = np.inf
     # all parts: (facility, start cost, edge cost, end node, parent, fractions, twin cost)
-    rep_all = np.concatenate([rep, rep_v])
-    f, d = fac[rep_all], dist[rep_all]
-    c = np.concatenate([reach.edge_cost[eb], virt["cost"][vi][ev]])
-    to = np.concatenate([reach.edge_v[eb], v_to[ev]])
-    par = np.concatenate([eb, v_par[ev]])
-    f0 = np.concatenate([np.zeros(len(eb)), virt["f0"][vi][ev]])
-    f1 = np.concatenate([np.ones(len(eb)), virt["f1"][vi][ev]])
-    rc = np.concatenate([rc_b, rc_v[ev]])
-    # cost of the facility at each part's end node (inf if not reached)
-    fkey = fac.astype(np.int64) * n_aug + node
-    if np.any(fkey[1:] < fkey[:-1]):
-        fo = np.argsort(fkey, kind="stable")
-        fkey, dist_sorted = fkey[fo], dist[fo]
-    else:
-        dist_sorted = dist
-    want = f.astype(np.int64) * n_aug + to
-    at = np.minimum(np.searchsorted(fkey, want), len(fkey) - 1)
-    d_end = np.where(fkey[at] == want, dist_sorted[at], np.inf)
+    f_all = np.concatenate([fac[rep], own["fac"][keep_own]])
+    d = np.concatenate([dist[rep], own_d[keep_own]])
+    c = np.concatenate([reach.edge_cost[eb], own["cost"][keep_own]])
+    to = np.concatenate([reach.edge_v[eb], own["to"][keep_own]])
+    par = np.concatenate([eb, own["parent"][keep_own]])
+    f0 = np.concatenate([np.zeros(len(eb)), own["f0"][keep_own]])
+    f1 = np.concatenate([np.ones(len(eb)), own["f1"][keep_own]])
+    rc = np.concatenate([rc_b, own["rc"][keep_own]])
+    d_end = cost_at(f_all, to)
     with np.errstate(invalid="ignore"):
         meet = np.where(np.isfinite(d_end) & np.isfinite(rc), (d_end + rc - d) / (c + rc), 1.0)
     r = np.clip(np.minimum((cutoff - d) / c, meet), 0.0, 1.0)
     # (positions, not a mask: numpy gathers by index several times faster than by a mask)
     keep = np.flatnonzero(r > 0)
     return {
-        "fac": f[keep],
+        "fac": f_all[keep],
         "d": d[keep],
         "cost": c[keep],
         "parent": par[keep],
@@ -165,7 +193,13 @@ def _line_vertices(lines: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _reached_samples(
-    engine: Engine, reach: Reach, facilities: Snapped, cutoff: float, step_m: float, cell: float
+    engine: Engine,
+    reach: Reach,
+    facilities: Snapped,
+    first: int,
+    cutoff: float,
+    step_m: float,
+    cell: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Cells of points at most ``step_m`` apart along every reached edge part.
 
@@ -175,7 +209,7 @@ def _reached_samples(
     each overlap is sampled with both ends included, by a start point plus a step vector (no
     per-point search).
     """
-    p = _reached_parts(engine, reach, cutoff)
+    p = _reached_parts(engine, reach, facilities, first, cutoff)
     if np.any(p["fac"][1:] < p["fac"][:-1]):  # parts come grouped by facility: keep it so
         o = np.argsort(p["fac"], kind="stable")
         p = {k: v[o] for k, v in p.items()}
@@ -631,7 +665,8 @@ def service_areas(
         rows = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         with ThreadPoolExecutor(max_workers=threads) as pool:
             parts = pool.map(
-                lambda r: job.polygons(_reach_rows(reach, r), _subset(facilities, r)), rows
+                lambda r: job.polygons(_reach_rows(reach, r), _subset(facilities, r), r.start),
+                rows,
             )
             polys = np.concatenate(list(parts))
     cut = _closing_polygons(engine, barriers)
@@ -675,12 +710,13 @@ class _Job:
     radius: int  # buffer_m in cells
     threads: int
 
-    def polygons(self, reach: Reach, facilities: Snapped) -> np.ndarray:
+    def polygons(self, reach: Reach, facilities: Snapped, first: int = 0) -> np.ndarray:
         """``(n_groups, n_breaks)`` MultiPolygons of ``reach``'s sources (one group if
-        dissolved): their samples, packed on canvases of at most _CANVAS_CELLS / threads."""
+        dissolved), the request's ``first``-th facility onwards: their samples, packed on
+        canvases of at most _CANVAS_CELLS / threads."""
         brk, cell, radius = self.brk, self.cell, self.radius
         ci, cj, cost, per_facility = _reached_samples(
-            self.engine, reach, facilities, float(brk[-1]), 0.75 * cell, cell
+            self.engine, reach, facilities, first, float(brk[-1]), 0.75 * cell, cell
         )
         cost = np.rint(cost * (_Q_MAX / brk[-1])).astype(np.uint16)  # uint16 steps
         n_groups = 1 if self.dissolve else len(facilities)
@@ -692,11 +728,11 @@ class _Job:
         if len(todo) == 0:
             return polys
         margin = radius + 1  # the buffer, then one unreachable cell for the contour to close
-        first = ptr[todo]
-        i0 = np.minimum.reduceat(ci, first) - margin
-        j0 = np.minimum.reduceat(cj, first) - margin
-        i1 = np.maximum.reduceat(ci, first) + margin + 1
-        j1 = np.maximum.reduceat(cj, first) + margin + 1
+        heads = ptr[todo]
+        i0 = np.minimum.reduceat(ci, heads) - margin
+        j0 = np.minimum.reduceat(cj, heads) - margin
+        i1 = np.maximum.reduceat(ci, heads) + margin + 1
+        j1 = np.maximum.reduceat(cj, heads) + margin + 1
         blocks = _road_blocks(self.engine, cell, j0, j1, i0, i1)
         counts = np.diff(ptr)[todo]
         # tiles 2 * radius + 1 cells apart: a tile's roads, eroded, reach ``radius`` cells

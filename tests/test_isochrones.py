@@ -11,7 +11,7 @@ from shapely.ops import substring
 
 from geo_minzheng import isochrones, network
 from geo_minzheng._errors import NetworkError
-from geo_minzheng.engine import Barriers, Engine
+from geo_minzheng.engine import Barriers, Engine, _subset
 from geo_minzheng.isochrones import service_areas
 from tests.conftest import CHANGCHUN
 
@@ -316,3 +316,21 @@ def test_large_requests_run_on_several_threads(engine, walk, monkeypatch) -> Non
     assert calls and calls[0] >= isochrones._PARALLEL_MIN_REACHED
     assert real_threads(calls[0]) == 2
     assert real_threads(isochrones._PARALLEL_MIN_REACHED - 1) == 1
+
+
+def test_a_facility_has_the_same_polygons_alone_as_in_a_request(engine, walk) -> None:
+    """Other facilities' points split the streets they lie on in the search graph; a
+    facility's polygons must not change with them (sampled as if it were asked for alone)."""
+    # two facilities on each of 60 streets, a third and two thirds along
+    lines = [d["geometry"] for _, _, d in list(walk.edges(data=True))[::130]]
+    points = [line.interpolate(share, normalized=True) for line in lines for share in (0.3, 0.7)]
+    layer = gpd.GeoDataFrame(
+        {"id": [f"F{k}" for k in range(len(points))]}, geometry=points, crs=walk.graph["crs"]
+    )
+    pts = engine.snap(layer)
+    assert len(pts) >= 100
+    breaks = (300, 600, 900)
+    together = service_areas(engine, pts, breaks=breaks).geometry.to_numpy().reshape(len(pts), 3)
+    for i in range(0, len(pts), 8):
+        alone = service_areas(engine, _subset(pts, slice(i, i + 1)), breaks=breaks)
+        assert shapely.equals_exact(together[i], alone.geometry.to_numpy(), tolerance=1e-6).all()

@@ -149,18 +149,19 @@ def _reached_parts(
         "f0": np.concatenate([f, np.zeros(len(f))]),
         "f1": np.concatenate([np.ones(len(f)), f]),
     }
-    own_d = cost_at(own["fac"], own["from"])
-    keep_own = np.flatnonzero(np.isfinite(own_d) & np.isfinite(own["cost"]))
+    own["d"] = cost_at(own["fac"], own["from"])
     own["rc"][np.isnan(own["rc"])] = np.inf
+    keep_own = np.flatnonzero(np.isfinite(own["d"]) & np.isfinite(own["cost"]))
+    own = {k: v[keep_own] for k, v in own.items()}
     # all parts: (facility, start cost, edge cost, end node, parent, fractions, twin cost)
-    f_all = np.concatenate([fac[rep], own["fac"][keep_own]])
-    d = np.concatenate([dist[rep], own_d[keep_own]])
-    c = np.concatenate([reach.edge_cost[eb], own["cost"][keep_own]])
-    to = np.concatenate([reach.edge_v[eb], own["to"][keep_own]])
-    par = np.concatenate([eb, own["parent"][keep_own]])
-    f0 = np.concatenate([np.zeros(len(eb)), own["f0"][keep_own]])
-    f1 = np.concatenate([np.ones(len(eb)), own["f1"][keep_own]])
-    rc = np.concatenate([rc_b, own["rc"][keep_own]])
+    f_all = np.concatenate([fac[rep], own["fac"]])
+    d = np.concatenate([dist[rep], own["d"]])
+    c = np.concatenate([reach.edge_cost[eb], own["cost"]])
+    to = np.concatenate([reach.edge_v[eb], own["to"]])
+    par = np.concatenate([eb, own["parent"]])
+    f0 = np.concatenate([np.zeros(len(eb)), own["f0"]])
+    f1 = np.concatenate([np.ones(len(eb)), own["f1"]])
+    rc = np.concatenate([rc_b, own["rc"]])
     d_end = cost_at(f_all, to)
     with np.errstate(invalid="ignore"):
         meet = np.where(np.isfinite(d_end) & np.isfinite(rc), (d_end + rc - d) / (c + rc), 1.0)
@@ -651,24 +652,17 @@ def service_areas(
     if buffer_m <= 0:
         msg = f"buffer_m must be > 0, got {buffer_m}"
         raise NetworkError(msg)
-    n_fac = len(facilities)
     cell = float(cell_m) if cell_m else buffer_m / 2.0
     reach = engine.reach(facilities, cutoff=float(brk[-1]), barriers=barriers)
     threads = 1 if dissolve else _threads(reach.cost.nnz)
     job = _Job(engine, brk, rings, dissolve, cell, max(1, int(round(buffer_m / cell))), threads)
-    if threads == 1:
-        polys = job.polygons(reach, facilities)
+    runs = _facility_runs(reach, threads)
+    if len(runs) == 1:
+        polys = job.polygons(reach, facilities, runs[0])
     else:  # numpy, scipy.ndimage and shapely release the GIL on whole arrays
-        ptr = reach.cost.indptr  # facility rows split by the nodes they reach
-        cuts = np.searchsorted(ptr, ptr[-1] * np.arange(1, threads) / threads, side="left")
-        bounds = np.unique(np.concatenate([[0], np.clip(cuts, 0, n_fac), [n_fac]])).tolist()
-        rows = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            parts = pool.map(
-                lambda r: job.polygons(_reach_rows(reach, r), _subset(facilities, r), r.start),
-                rows,
-            )
-            polys = np.concatenate(list(parts))
+        with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+            parts = list(pool.map(lambda rows: job.polygons(reach, facilities, rows), runs))
+        polys = np.concatenate(parts)
     cut = _closing_polygons(engine, barriers)
     if cut is not None:
         polys = shapely.difference(polys, cut)
@@ -693,9 +687,12 @@ def _threads(reached: int) -> int:
     return max(1, min(_MAX_THREADS, cpus or 1))
 
 
-def _reach_rows(reach: Reach, rows: slice) -> Reach:
-    """The trees of some sources (the edges stay shared)."""
-    return dataclasses.replace(reach, source_ids=reach.source_ids[rows], cost=reach.cost[rows])
+def _facility_runs(reach: Reach, threads: int) -> list[slice]:
+    """Runs of consecutive facilities, one per thread, balanced by the nodes they reach."""
+    ptr, n = reach.cost.indptr, reach.cost.shape[0]
+    cuts = np.searchsorted(ptr, ptr[-1] * np.arange(1, threads) / threads, side="left")
+    bounds = np.unique(np.concatenate([[0], np.clip(cuts, 0, n), [n]])).tolist()
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -710,10 +707,15 @@ class _Job:
     radius: int  # buffer_m in cells
     threads: int
 
-    def polygons(self, reach: Reach, facilities: Snapped, first: int = 0) -> np.ndarray:
-        """``(n_groups, n_breaks)`` MultiPolygons of ``reach``'s sources (one group if
-        dissolved), the request's ``first``-th facility onwards: their samples, packed on
-        canvases of at most _CANVAS_CELLS / threads."""
+    def polygons(self, reach: Reach, facilities: Snapped, rows: slice) -> np.ndarray:
+        """``(n_groups, n_breaks)`` MultiPolygons of the facilities ``rows`` (one group if
+        dissolved): their samples, packed on canvases of at most _CANVAS_CELLS / threads."""
+        first = rows.start
+        if rows != slice(0, len(facilities)):  # their trees (the edges stay shared)
+            reach = dataclasses.replace(
+                reach, source_ids=reach.source_ids[rows], cost=reach.cost[rows]
+            )
+            facilities = _subset(facilities, rows)
         brk, cell, radius = self.brk, self.cell, self.radius
         ci, cj, cost, per_facility = _reached_samples(
             self.engine, reach, facilities, first, float(brk[-1]), 0.75 * cell, cell

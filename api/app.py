@@ -9,26 +9,25 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
+import geo_minzheng
 from api import errors
 from api.auth import KeyRing
 from api.jobs import JobManager
 from api.state import AppState, LayerMeta, NetworkHolder
+from geo_minzheng import resources, workflows
 from geo_minzheng._errors import CatalogError
 from geo_minzheng.settings import Settings
 from geo_minzheng.store import Store, open_store
 
 log = logging.getLogger("geo_minzheng.api")
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CATALOG = ROOT / "layers" / "catalog.yml"
-API_VERSION = "0.1.0"
+API_VERSION = geo_minzheng.__version__
 DESCRIPTION = """geo-minzheng 民政空间数据服务 / civil-affairs map API.
 
 * OGC API – Features for every layer (`/collections`), with create/update/delete on editable
@@ -95,15 +94,13 @@ class BodySizeLimit:
 
 
 def _load_catalog(settings: Settings) -> Any:
-    """The catalog named in settings, else the repository's demo catalog when it is usable."""
+    """The catalog named in settings, else the demo catalog shipped with the package if usable."""
     from geo_minzheng import catalog as gm_catalog
 
     if settings.catalog is not None:
         return gm_catalog.load_catalog(settings.catalog)
-    if not DEFAULT_CATALOG.exists():
-        return None
-    try:
-        return gm_catalog.load_catalog(DEFAULT_CATALOG)
+    try:  # the demo catalog shipped with the package (importlib.resources)
+        return gm_catalog.load_catalog(resources.demo_catalog_path())
     except CatalogError as exc:
         log.warning("demo catalog not usable (%s); serving the store's layers only", exc)
         return None
@@ -159,7 +156,11 @@ def build_state(settings: Settings) -> AppState:
         state = AppState(
             settings=settings,
             store=store,
-            network=NetworkHolder(store, road_layer),
+            network=NetworkHolder(
+                store,
+                road_layer,
+                workflows.NetworkParams(settings.network_profile, settings.walk_speed_mps),
+            ),
             jobs=JobManager(workers=settings.job_workers),
             keyring=KeyRing(settings.api_keys),
             catalog=catalog,

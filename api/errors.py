@@ -163,7 +163,7 @@ def install(app: FastAPI) -> None:
             {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
             for e in exc.errors()[:20]
         ]
-        return problem_response(status, _describe(exc.errors()), errors=errors)
+        return problem_response(status, _describe(list(exc.errors())), errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

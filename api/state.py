@@ -11,7 +11,9 @@ from fastapi import Depends, Request
 
 from api.auth import KeyRing
 from api.jobs import JobManager
+from geo_minzheng import workflows
 from geo_minzheng._errors import NetworkError
+from geo_minzheng.engine import Engine
 from geo_minzheng.kinds import get_kind
 from geo_minzheng.settings import Settings
 from geo_minzheng.store import Store
@@ -20,65 +22,96 @@ log = logging.getLogger("geo_minzheng.api")
 
 
 class NetworkHolder:
-    """The walk network engine, built once from the store's road layer (in the background).
+    """Street-network engines built from the store's road layer, one per network setting.
 
-    Analyses call :meth:`get`, which waits for a build in progress or starts one.
+    The settings' network (profile, walking speed) is built once, in the background, at start;
+    a request for another profile or speed builds that network on first use and keeps the
+    last few. Analyses call :meth:`get`, which waits for a build in progress or starts one.
     """
 
-    def __init__(self, store: Store, road_layer: str | None) -> None:
+    #: Engines kept besides the default one (each is a few MB for a city).
+    KEEP = 4
+
+    def __init__(
+        self,
+        store: Store,
+        road_layer: str | None,
+        default: workflows.NetworkParams | None = None,
+    ) -> None:
         self._store = store
         self.road_layer = road_layer
-        self._engine: Any = None
-        self._error: BaseException | None = None
+        self.default = default or workflows.NetworkParams()
+        self._builds: dict[workflows.NetworkParams, _Build] = {}
         self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._started = False
 
     @property
     def status(self) -> str:
-        """'absent' (no road layer), 'idle', 'building', 'ready' or 'failed'."""
+        """'absent' (no road layer), 'idle', 'building', 'ready' or 'failed' (default network)."""
         if self.road_layer is None:
             return "absent"
+        build = self._builds.get(self.default)
+        return build.status if build is not None else "idle"
+
+    def start(self, net: workflows.NetworkParams | None = None) -> None:
+        """Build ``net`` (default: the settings' network) in a background thread."""
+        self._build_of(net or self.default)
+
+    def _build_of(self, net: workflows.NetworkParams) -> _Build:
+        with self._lock:
+            build = self._builds.get(net)
+            if build is None:
+                others = [k for k in self._builds if k != self.default]
+                for old in others[: max(0, len(others) - self.KEEP + 1)]:
+                    del self._builds[old]
+                build = self._builds[net] = _Build(self._store, net)
+                build.start()
+            return build
+
+    def get(
+        self, net: workflows.NetworkParams | None = None, *, timeout_s: float = 300.0
+    ) -> Engine:
+        """The engine of ``net``; NetworkError when there is no road layer or the build failed."""
+        if self.road_layer is None:
+            msg = "no road layer in the store, so no street network: import a layer of kind 'road'"
+            raise NetworkError(msg)
+        return self._build_of(net or self.default).wait(timeout_s)
+
+
+class _Build:
+    """One network built in a background thread; :meth:`wait` gives its engine or its error."""
+
+    def __init__(self, store: Store, net: workflows.NetworkParams) -> None:
+        self._store, self.net = store, net
+        self._engine: Engine | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+
+    @property
+    def status(self) -> str:
         if self._engine is not None:
             return "ready"
-        if self._error is not None:
-            return "failed"
-        return "building" if self._started else "idle"
+        return "failed" if self._error is not None else "building"
 
     def start(self) -> None:
-        """Build in a background thread (returns at once)."""
-        with self._lock:
-            if self._started or self.road_layer is None:
-                return
-            self._started = True
-        threading.Thread(target=self._build, name="gm-network", daemon=True).start()
+        threading.Thread(target=self._run, name="gm-network", daemon=True).start()
 
-    def _build(self) -> None:
+    def _run(self) -> None:
         try:
-            from geo_minzheng import network
-            from geo_minzheng.engine import Engine
-
-            roads = self._store.read_layer(self.road_layer)  # type: ignore[arg-type]
-            G = network.from_road_layer(roads, profile="walk")
-            self._engine = Engine.from_graph(G, weight="time_s")
-            log.info("walk network ready: %d nodes", self._engine.n_nodes)
+            G = workflows.road_network(workflows.StoreLayers(self._store), self.net)
+            self._engine = workflows.engine_for(G)
+            log.info("%s network ready: %d nodes", self.net.profile, self._engine.n_nodes)
         except Exception as exc:  # reported to every analysis that asks
-            log.exception("building the walk network failed")
+            log.exception("building the %s network failed", self.net.profile)
             self._error = exc
         finally:
             self._done.set()
 
-    def get(self, *, timeout_s: float = 300.0) -> Any:
-        """The engine; raises NetworkError when there is no road layer or the build failed."""
-        if self.road_layer is None:
-            msg = "no road layer in the store, so no walk network: import a layer of kind 'road'"
-            raise NetworkError(msg)
-        self.start()
+    def wait(self, timeout_s: float) -> Engine:
         if not self._done.wait(timeout_s):
-            msg = f"the walk network is still being built after {timeout_s:.0f} s; try again"
+            msg = f"the street network is still being built after {timeout_s:.0f} s; try again"
             raise NetworkError(msg)
         if self._engine is None:
-            msg = f"the walk network could not be built: {self._error}"
+            msg = f"the street network could not be built: {self._error}"
             raise NetworkError(msg)
         return self._engine
 
@@ -128,9 +161,9 @@ class AppState:
             )
         return self.layers[layer_id]
 
-    def layer_of_kind(self, kind: str) -> str | None:
-        """The first layer of ``kind`` in the store, or None."""
-        return next((info.id for info in self.store.list_layers() if info.kind == kind), None)
+    def workflow_layers(self) -> workflows.StoreLayers:
+        """The store's layers as the workflows take them (scenario flags from the catalog)."""
+        return workflows.StoreLayers(self.store, scenario=lambda lid: self.meta(lid).scenario)
 
 
 def get_state(request: Request) -> AppState:

@@ -8,13 +8,14 @@ commands that need it, so ``validate`` runs on a machine without it.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from geo_minzheng import demo, params, workflows
 from geo_minzheng._errors import CatalogError, CRSError, GeoMinzhengError, UnknownIdError
-from geo_minzheng.kinds import KINDS
+from geo_minzheng.kinds import ELDERCARE_CATEGORIES, KINDS
+from geo_minzheng.settings import Settings
 
 LANGS = ("zh", "en")
 #: Exit codes: 0 ok, 1 invalid data (validate) or a failed job, 2 bad usage or unreadable input.
@@ -47,13 +48,21 @@ _MESSAGES = {
         "养老服务圈覆盖分析：覆盖率、缺口、达标情况与新增选址",
         "Eldercare service-circle coverage: shares, gaps, compliance and new sites",
     ),
-    "breaks": ("步行时间阈值（分钟，逗号分隔，默认 5,10,15）", "Walking-time breaks in minutes"),
+    "breaks": (params.BREAKS_DESCRIPTION, params.BREAKS_DESCRIPTION),
+    "categories": (
+        "作为覆盖类型的养老设施类别（逗号分隔，默认：图层中的全部类别）",
+        "Eldercare categories to cover, comma-separated (default: every category in the layer)",
+    ),
+    "profile": (params.PROFILE_DESCRIPTION, params.PROFILE_DESCRIPTION),
+    "walk_speed": (params.WALK_SPEED_DESCRIPTION, params.WALK_SPEED_DESCRIPTION),
+    "bad_option": ("参数错误：{error}", "Bad option: {error}"),
+    "coverage_start": ("开始覆盖分析，输出目录：{out}", "Running the coverage analysis into {out}"),
+    "no_maps": (
+        "未安装地图组件（{error}），跳过地图输出",
+        "The map package is not installed ({error}); no maps are drawn",
+    ),
     "cov_kind": ("地图与选址所用的设施类型", "Facility kind to map and site"),
     "sites": ("新增选址数量 k（0 表示不选址）", "Number of new sites k (0: no siting)"),
-    "bad_breaks": (
-        "--breaks 应为正数列表，如 5,10,15，实际为 {value!r}",
-        "--breaks must be positive numbers such as 5,10,15, got {value!r}",
-    ),
     "coverage_done": (
         "覆盖分析完成，用时 {seconds:.1f} 秒。",
         "Coverage finished in {seconds:.1f} s.",
@@ -86,6 +95,18 @@ def _msg(key: str, lang: str, **values: object) -> str:
     return (zh if lang == "zh" else en).format(**values)
 
 
+def _settings() -> Settings:
+    """The settings (environment and .env); the defaults when they cannot be read.
+
+    A broken setting must not stop ``validate`` or the help texts; the verbs that use the
+    setting (``serve``) read it again and report the error.
+    """
+    try:
+        return Settings()
+    except ValueError:  # pydantic's ValidationError is a ValueError
+        return Settings.model_construct()
+
+
 def _lang_from(argv: Sequence[str]) -> str:
     """The language before parsing (for help texts): --lang, else GEO_MINZHENG_LANG, else zh."""
     for i, arg in enumerate(argv):
@@ -93,8 +114,7 @@ def _lang_from(argv: Sequence[str]) -> str:
             return argv[i + 1]
         if arg.startswith("--lang=") and arg.split("=", 1)[1] in LANGS:
             return arg.split("=", 1)[1]
-    env = os.environ.get("GEO_MINZHENG_LANG", "").strip().lower()
-    return env if env in LANGS else "zh"
+    return _settings().lang
 
 
 def build_parser(lang: str = "zh") -> argparse.ArgumentParser:
@@ -110,7 +130,21 @@ def build_parser(lang: str = "zh") -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help=h("demo"), description=h("demo"), parents=[common])
+    settings = _settings()
+    net = argparse.ArgumentParser(add_help=False)
+    net.add_argument(
+        "--profile", choices=params.PROFILES, default=settings.network_profile, help=h("profile")
+    )
+    net.add_argument(
+        "--walk-speed",
+        type=float,
+        default=settings.walk_speed_mps,
+        metavar="M_PER_S",
+        dest="walk_speed_mps",
+        help=h("walk_speed"),
+    )
+
+    demo = sub.add_parser("demo", help=h("demo"), description=h("demo"), parents=[common, net])
     demo.add_argument("--out", type=Path, default=Path("out"), help=h("out"))
     demo.add_argument("--catalog", type=Path, default=None, help=h("catalog"))
     demo.set_defaults(func=cmd_demo)
@@ -124,25 +158,33 @@ def build_parser(lang: str = "zh") -> argparse.ArgumentParser:
     check.add_argument("--layer", default=None, help=h("layer"))
     check.set_defaults(func=cmd_validate)
 
-    serve = sub.add_parser("serve", help=h("serve"), description=h("serve"), parents=[common])
+    serve = sub.add_parser("serve", help=h("serve"), description=h("serve"), parents=[common, net])
     serve.add_argument("--host", default="127.0.0.1", help=h("host"))
     serve.add_argument("--port", type=int, default=8000, help=h("port"))
     serve.add_argument("--catalog", type=Path, default=None, help=h("catalog"))
     serve.set_defaults(func=cmd_serve)
 
     cov = sub.add_parser(
-        "coverage", help=h("coverage"), description=h("coverage"), parents=[common]
+        "coverage", help=h("coverage"), description=h("coverage"), parents=[common, net]
     )
     cov.add_argument("--out", type=Path, default=Path("out"), help=h("out"))
     cov.add_argument("--catalog", type=Path, default=None, help=h("catalog"))
-    cov.add_argument("--breaks", default="5,10,15", help=h("breaks"))
+    cov.add_argument(
+        "--breaks", default=",".join(f"{b:g}" for b in params.DEFAULT_BREAKS_MIN), help=h("breaks")
+    )
+    cov.add_argument(
+        "--categories",
+        default=None,
+        help=h("categories"),
+        metavar="A,B",
+    )
     cov.add_argument(
         "--kind",
-        default="home_care_center",
-        choices=("home_care_center", "day_care_center", "community_service_room"),
+        default=params.DEFAULT_COVERAGE_KIND,
+        choices=(*ELDERCARE_CATEGORIES, "community_service_room"),
         help=h("cov_kind"),
     )
-    cov.add_argument("--sites", type=int, default=5, help=h("sites"))
+    cov.add_argument("--sites", type=int, default=params.DEFAULT_NEW_SITES, help=h("sites"))
     cov.set_defaults(func=cmd_coverage)
     # Further analyses (shelters, relief, boundaries) join here the same way.
     return parser
@@ -161,13 +203,32 @@ def _err(text: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def cmd_demo(args: argparse.Namespace, lang: str) -> int:
-    """Run the demo job (geo_minzheng.demo) and print where its outputs are."""
-    from geo_minzheng import demo
+def _map_steps(lang: str, names: Sequence[str] | None = None) -> list[demo.DemoStep]:
+    """The map steps (``maps.demo_steps``), or none when the web stack is not installed."""
+    try:
+        from maps import demo_steps
+    except ImportError as exc:
+        _err(_msg("no_maps", lang, error=exc))
+        return []
+    return [step for step in demo_steps.MAP_STEPS if names is None or step.name in names]
 
+
+def _network_params(args: argparse.Namespace) -> workflows.NetworkParams:
+    return workflows.NetworkParams(profile=args.profile, walk_speed_mps=args.walk_speed_mps)
+
+
+def cmd_demo(args: argparse.Namespace, lang: str) -> int:
+    """Run the demo job: the core steps (geo_minzheng.demo) with the map steps (maps)."""
     out = Path(args.out)
     _out(_msg("demo_start", lang, out=out.resolve()))
-    state = demo.run_demo(out, lang=lang, catalog_path=args.catalog, progress=_out)
+    state = demo.run_demo(
+        out,
+        lang=lang,
+        catalog_path=args.catalog,
+        steps=demo.with_steps(_map_steps(lang)),
+        progress=_out,
+        network=_network_params(args),
+    )
     _out(_msg("demo_done", lang, seconds=state.timings_s["total"]))
     if "map" in state.outputs:
         _out(_msg("demo_map", lang, path=state.outputs["map"].resolve()))
@@ -182,30 +243,40 @@ def cmd_demo(args: argparse.Namespace, lang: str) -> int:
     return EXIT_OK
 
 
-def _parse_breaks(value: str) -> tuple[float, ...] | None:
-    """``"5,10,15"`` -> (5.0, 10.0, 15.0); None when any part is not a positive number."""
-    try:
-        breaks = tuple(float(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        return None
-    return breaks if breaks and all(b > 0 for b in breaks) else None
+def _coverage_params(args: argparse.Namespace) -> workflows.CoverageParams:
+    """The coverage parameters of the command line (ValueError naming the bad option)."""
+    categories = None
+    if args.categories:
+        categories = tuple(c.strip() for c in args.categories.split(",") if c.strip())
+    return workflows.CoverageParams(
+        breaks_min=params.parse_breaks_min(args.breaks),
+        categories=categories,
+        kind=args.kind,
+        new_sites=params.check_new_sites(args.sites, name="--sites"),
+    )
 
 
 def cmd_coverage(args: argparse.Namespace, lang: str) -> int:
-    """Run the coverage analysis on the catalog's layers and print where the outputs are."""
-    from geo_minzheng import demo
-
-    breaks = _parse_breaks(args.breaks)
-    if breaks is None:
-        _err(_msg("bad_breaks", lang, value=args.breaks))
+    """Run the coverage workflow on the catalog's layers and print where the outputs are."""
+    try:
+        coverage_params = _coverage_params(args)
+        network_params = _network_params(args)
+    except ValueError as exc:
+        _err(_msg("bad_option", lang, error=exc))
         return EXIT_USAGE
-    names = ("layers", "validate", "network", "coverage", "coverage_map", "summary")
-    steps = [step for step in demo.DEMO_STEPS if step.name in names]
-    options = {"breaks_min": breaks, "kind": args.kind, "new_sites": args.sites}
+    names = ("layers", "validate", "network", "coverage", "summary")
+    core = [step for step in demo.DEMO_STEPS if step.name in names]
+    steps = demo.with_steps(_map_steps(lang, ["coverage_map"]), core)
     out = Path(args.out)
-    _out(_msg("demo_start", lang, out=out.resolve()))
+    _out(_msg("coverage_start", lang, out=out.resolve()))
     state = demo.run_demo(
-        out, lang=lang, catalog_path=args.catalog, steps=steps, progress=_out, options=options
+        out,
+        lang=lang,
+        catalog_path=args.catalog,
+        steps=steps,
+        progress=_out,
+        network=network_params,
+        coverage=coverage_params,
     )
     _out(_msg("coverage_done", lang, seconds=state.timings_s["total"]))
     for name, path in state.outputs.items():
@@ -215,7 +286,8 @@ def cmd_coverage(args: argparse.Namespace, lang: str) -> int:
 
 def cmd_validate(args: argparse.Namespace, lang: str) -> int:
     """Validate one file as a layer of ``--kind``; print the report; exit 1 when invalid."""
-    from geo_minzheng import validation
+    from geo_minzheng import io as gm_io
+    from geo_minzheng import reports
     from geo_minzheng.kinds import get_kind
 
     path = Path(args.file)
@@ -223,10 +295,10 @@ def cmd_validate(args: argparse.Namespace, lang: str) -> int:
         _err(_msg("not_found", lang, file=path))
         return EXIT_USAGE
     kind_label = get_kind(args.kind).label(lang)
-    problems = validation.validate_file(
+    problems = gm_io.validate_file(
         path, kind=args.kind, source_crs=args.source_crs, layer_name=args.layer
     )
-    report = validation.format_report(problems, lang=lang, kind=args.kind)
+    report = reports.format_report(problems, lang=lang, kind=args.kind)
     if problems:
         _out(_msg("invalid", lang, file=path, kind=kind_label))
         _out(report)
@@ -244,14 +316,15 @@ def cmd_serve(args: argparse.Namespace, lang: str) -> int:
     except ImportError as exc:
         _err(_msg("no_api", lang, error=exc))
         return EXIT_INVALID
-    from geo_minzheng import demo, scenario
-    from geo_minzheng.settings import Settings
 
     settings = Settings()
+    # the demo catalog ships with its GeoPackage, so nothing is generated here
     catalog = args.catalog or settings.catalog or demo.default_catalog()
-    if Path(catalog).resolve() == demo.DEFAULT_CATALOG and not scenario.DEMO_GPKG.exists():
-        scenario.write_demo_gpkg()
-    update: dict[str, object] = {"catalog": Path(catalog)}
+    update: dict[str, object] = {
+        "catalog": Path(catalog),
+        "network_profile": params.check_profile(args.profile),
+        "walk_speed_mps": params.check_walk_speed_mps(args.walk_speed_mps, name="--walk-speed"),
+    }
     if args.lang:
         update["lang"] = args.lang
     settings = settings.model_copy(update=update)
@@ -278,6 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GeoMinzhengError as exc:  # invalid layers, a failed step of a job
         _err(_msg("error", lang, error=exc))
         return EXIT_INVALID
+    except ValueError as exc:  # a parameter outside its rule (params), e.g. --walk-speed 9
+        _err(_msg("bad_option", lang, error=exc))
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -3,24 +3,25 @@
 The job is a list of steps (:data:`DEMO_STEPS`) run in order over one :class:`DemoState`; each
 step reads what earlier steps left in the state and adds its own results and a section of the
 summary. An analysis (coverage, shelters, relief, boundaries) joins the demo as one more
-``DemoStep`` line placed before the ``map`` step. The job needs no network access: the data are in
-the repository and the map inlines its JavaScript and CSS.
+``DemoStep`` that calls its workflow (:mod:`geo_minzheng.workflows`). The map steps live in
+``maps.demo_steps``: the core never imports ``maps``, the CLI inserts them (:func:`with_steps`).
+The job needs no network access: the data ship with the package and the maps inline their
+JavaScript and CSS.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geo_minzheng import scenario
+from geo_minzheng import params, resources, scenario, workflows
 from geo_minzheng._errors import LayerValidationError, Problem
 from geo_minzheng.kinds import (
     DEMO_SCENARIO_LABEL,
@@ -36,15 +37,24 @@ if TYPE_CHECKING:
     import networkx as nx
 
     from geo_minzheng.catalog import Catalog
+    from geo_minzheng.coverage import CoverageResult
 
-#: The repository's demo catalog (used when neither --catalog nor GEO_MINZHENG_CATALOG is set).
-DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "layers" / "catalog.yml"
+#: The demo scenario's coverage: the community-level centres of the 15-minute home-eldercare
+#: circle (居家养老服务圈) as coverage kinds; every other parameter is the workflow's default.
+DEMO_COVERAGE = workflows.CoverageParams(categories=params.LIFE_CIRCLE_CATEGORIES)
 
 
 def default_catalog() -> Path:
-    """``$GEO_MINZHENG_CATALOG`` if set, else the repository's ``layers/catalog.yml``."""
-    env = os.environ.get("GEO_MINZHENG_CATALOG", "").strip()
-    return Path(env) if env else DEFAULT_CATALOG
+    """The settings' catalog (``GEO_MINZHENG_CATALOG``), else the demo catalog shipped with
+    the package.
+
+    The shipped catalog is the repository's ``layers/catalog.yml``, found through
+    importlib.resources (:func:`geo_minzheng.resources.demo_catalog_path`).
+    """
+    from geo_minzheng.settings import Settings
+
+    configured = Settings().catalog
+    return configured if configured is not None else resources.demo_catalog_path()
 
 
 @dataclass
@@ -62,9 +72,11 @@ class DemoState:
     summary: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     generated: list[Path] = field(default_factory=list)
-    #: options of the analysis steps (breaks, facility kind to map, number of new sites)
-    options: dict[str, Any] = field(default_factory=dict)
-    #: analysis results by step name (e.g. "coverage": CoverageResult)
+    #: how the street network is built (profile, walking speed)
+    network: workflows.NetworkParams = field(default_factory=workflows.NetworkParams)
+    #: parameters of the coverage step (the demo scenario's: see :data:`DEMO_COVERAGE`)
+    coverage: workflows.CoverageParams = field(default_factory=lambda: DEMO_COVERAGE)
+    #: analysis results by step name (e.g. "coverage": workflows.CoverageRun)
     results: dict[str, Any] = field(default_factory=dict)
 
     def t(self, zh: str, en: str) -> str:
@@ -106,7 +118,7 @@ def _step_layers(state: DemoState) -> None:
     for entry in preliminary.entries.values():
         source = Path(entry.source)
         missing = not source.exists() and source not in state.generated
-        if missing and source.name == scenario.DEMO_GPKG.name:
+        if missing and source.name == scenario.DEMO_GPKG_NAME:
             scenario.write_demo_gpkg(source)
             state.generated.append(source)
     state.catalog = load_catalog(state.catalog_path)
@@ -126,19 +138,16 @@ def _step_validate(state: DemoState) -> None:
 
 
 def _step_network(state: DemoState) -> None:
-    """Build the elderly walking network from the road layer (when the catalog has one)."""
-    from geo_minzheng import network
-
-    found = state.layer_of_kind("road")
-    if found is None:
+    """Build the street network (elderly walking by default) from the road layer, if any."""
+    if state.layer_of_kind("road") is None:
         return
-    G = network.from_road_layer(found[1], profile="walk")
+    G = workflows.road_network(workflows.FrameLayers(state.layers), state.network)
     state.G = G
     length_m = sum(
         float(d["length_m"]) for u, v, d in G.edges(data=True) if u <= v
     )  # walk edges come in both directions: count each street once
     state.summary["network"] = {
-        "layer": found[0],
+        "layer": G.graph["road_layer"],
         "profile": G.graph["profile"],
         "walk_speed_mps": float(G.graph["walk_speed_mps"]),
         "crs": G.graph["crs"].to_string()
@@ -151,71 +160,49 @@ def _step_network(state: DemoState) -> None:
 
 
 def _step_coverage(state: DemoState) -> None:
-    """15-minute service circles: coverage, gaps, compliance and new sites (geo_minzheng.coverage).
+    """15-minute service circles: coverage, gaps, compliance and new sites (workflows).
 
     Writes coverage_table.csv, coverage_compliance.csv, coverage_sites.csv and coverage.gpkg, and
     adds the numbers to the summary. Needs the network step and eldercare + demand layers.
     """
-    from geo_minzheng import coverage, engine, io, siting
+    from geo_minzheng import io
 
-    found_demand = state.layer_of_kind("demand")
-    found_care = state.layer_of_kind("eldercare_center")
-    found_rooms = state.layer_of_kind("community_service_room")
-    if state.G is None or found_demand is None or found_care is None:
+    layers = workflows.FrameLayers(state.layers)
+    if state.G is None or not (
+        workflows.first_of_kind(layers, "demand")
+        and workflows.first_of_kind(layers, "eldercare_center")
+    ):
         return
-    gdf_demand, gdf_care = found_demand[1], found_care[1]
-    gdf_rooms = found_rooms[1] if found_rooms is not None else gdf_care.iloc[0:0]
-    units = state.layer_of_kind("admin_unit")
-    gdf_units = units[1] if units is not None else None
-    breaks_min = tuple(state.options.get("breaks_min", (5, 10, 15)))
-    eng = engine.Engine.from_graph(state.G, weight="time_s")
-    facilities = coverage.facility_kinds(gdf_care, gdf_rooms)
-    result = coverage.analyze(
-        gdf_demand, facilities, eng, breaks_min=breaks_min, gdf_units=gdf_units
-    )
-    state.results["coverage"] = result
-    state.results["engine"] = eng
-    state.results["facilities"] = facilities
-    out = state.out_dir
+    run = workflows.run_coverage(layers, workflows.engine_for(state.G), state.coverage)
+    state.results["coverage"] = run
+    result, out = run.result, state.out_dir
     result.table.to_csv(out / "coverage_table.csv", index=False, encoding="utf-8-sig")
     state.outputs["coverage_table"] = out / "coverage_table.csv"
     summary: dict[str, Any] = {
-        "breaks_min": list(breaks_min),
+        "breaks_min": list(run.params.breaks_min),
         "walk_speed_mps": float(state.G.graph["walk_speed_mps"]),
         "totals": _coverage_totals(result),
         "gaps": int(len(result.gaps)),
         "not_snapped": int(len(result.not_snapped)),
     }
     layers_out = {"demand_times": result.demand, "gaps": result.gaps}
-    if gdf_units is not None:
-        table = coverage.compliance(
-            result, gdf_units, gdf_care, province=state.options.get("province", "jilin")
-        )
+    if run.compliance is not None:
+        table = run.compliance
         table.to_csv(out / "coverage_compliance.csv", index=False, encoding="utf-8-sig")
         state.outputs["coverage_compliance"] = out / "coverage_compliance.csv"
         summary["compliance_rows"] = int(len(table))
         summary["compliance_met"] = int(table["met"].astype(bool).sum()) if "met" in table else None
-    k = int(state.options.get("new_sites", 5))
-    map_kind = state.options.get("kind", "home_care_center")
-    if k > 0 and len(gdf_rooms) and map_kind in facilities:
-        sited = siting.maximal_covering(
-            gdf_demand,
-            gdf_rooms,
-            eng,
-            k=k,
-            gdf_existing=facilities[map_kind],
-            break_min=max(breaks_min),
-        )
-        state.results["sites"] = sited
+    if run.sites is not None:
+        sited = run.sites
         sited.sites.drop(columns="geometry").to_csv(
             out / "coverage_sites.csv", index=False, encoding="utf-8-sig"
         )
         state.outputs["coverage_sites"] = out / "coverage_sites.csv"
         layers_out["proposed_sites"] = sited.sites
         summary["siting"] = {
-            "kind": map_kind,
-            "candidates": found_rooms[0] if found_rooms is not None else "",
-            "k": k,
+            "kind": run.params.kind,
+            "candidates": run.candidates_layer or "",
+            "k": run.params.new_sites,
             "chosen": [str(i) for i in sited.sites["id"]],
             "newly_covered_aged_60_plus": float(sited.objective),
             "before_after": sited.summary.to_dict(orient="records"),
@@ -227,7 +214,7 @@ def _step_coverage(state: DemoState) -> None:
     state.summary["coverage"] = summary
 
 
-def _coverage_totals(result: Any) -> list[dict[str, Any]]:
+def _coverage_totals(result: CoverageResult) -> list[dict[str, Any]]:
     """Whole-area covered shares per kind and break, for the summary."""
     total = result.table[result.table["unit"] == "total"]
     return [
@@ -245,52 +232,6 @@ def _coverage_totals(result: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _step_coverage_map(state: DemoState) -> None:
-    """The coverage map: service areas per break, demand by time, gaps, new sites, unit table."""
-    from maps import coverage_map, render
-
-    result = state.results.get("coverage")
-    if result is None:
-        return
-    sited = state.results.get("sites")
-    units = state.layer_of_kind("admin_unit")
-    m = coverage_map.coverage_map(
-        result,
-        state.results["engine"],
-        state.results["facilities"],
-        kind=state.options.get("kind", "home_care_center"),
-        gdf_units=units[1] if units is not None else None,
-        sites=sited.sites if sited is not None else None,
-        lang=state.lang,
-    )
-    state.outputs["coverage_map"] = render.save_html(
-        m, state.out_dir / "coverage_map.html", offline=True
-    )
-
-
-#: Layers the demo map opens on: the streets and what stands along them.
-_FOCUS_KINDS = ("road", "demand", "eldercare_center", "community_service_room", "shelter")
-
-
-def _step_map(state: DemoState) -> None:
-    """Draw every layer on one offline HTML map (zh-CN labels by default)."""
-    from maps import render
-
-    styles = {}
-    if state.catalog is not None:
-        styles = {lid: e.style for lid, e in state.catalog.entries.items() if lid in state.layers}
-    title = state.t("长春市民政服务设施（演示）", "Changchun civil-affairs facilities (demo)")
-    m = render.layers_map(state.layers, styles=styles, lang=state.lang, title=title)
-    # open on the streets, not on the whole districts (which reach far into the countryside)
-    focus = [g for g in state.layers.values() if g.attrs.get("kind") in _FOCUS_KINDS and len(g)]
-    if focus:
-        bounds = np.array([g.to_crs("EPSG:4326").total_bounds for g in focus])
-        minx, miny = bounds[:, 0].min(), bounds[:, 1].min()
-        maxx, maxy = bounds[:, 2].max(), bounds[:, 3].max()
-        m.fit_bounds([[float(miny), float(minx)], [float(maxy), float(maxx)]])
-    state.outputs["map"] = render.save_html(m, state.out_dir / "map.html", offline=True)
-
-
 def _step_summary(state: DemoState) -> None:
     """Write summary.json and summary.md (the numbers of every earlier step)."""
     state.summary.update(_layer_summary(state))
@@ -299,15 +240,20 @@ def _step_summary(state: DemoState) -> None:
     state.summary["outputs"] = {k: str(v) for k, v in state.outputs.items()}
 
 
+#: The core steps; the CLI inserts the map steps (maps.demo_steps) before "summary".
 DEMO_STEPS: list[DemoStep] = [
     DemoStep("layers", "读取图层目录与图层", "Read the catalog and layers", _step_layers),
     DemoStep("validate", "校验全部图层", "Validate every layer", _step_validate),
     DemoStep("network", "构建老年人步行路网", "Build the elderly walking network", _step_network),
     DemoStep("coverage", "养老服务圈覆盖分析", "Eldercare coverage analysis", _step_coverage),
-    DemoStep("coverage_map", "绘制覆盖分析地图", "Render the coverage map", _step_coverage_map),
-    DemoStep("map", "绘制网页地图", "Render the web map", _step_map),
     DemoStep("summary", "汇总结果", "Summarise", _step_summary),
 ]
+
+
+def with_steps(extra: Sequence[DemoStep], steps: Sequence[DemoStep] = DEMO_STEPS) -> list[DemoStep]:
+    """``steps`` with ``extra`` inserted before the summary step (which must stay last)."""
+    out = [step for step in steps if step.name != "summary"]
+    return [*out, *extra, *(step for step in steps if step.name == "summary")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -623,7 +569,8 @@ def run_demo(
     catalog_path: str | Path | None = None,
     steps: list[DemoStep] | None = None,
     progress: Callable[[str], None] | None = None,
-    options: dict[str, Any] | None = None,
+    network: workflows.NetworkParams | None = None,
+    coverage: workflows.CoverageParams | None = None,
 ) -> DemoState:
     """Run the demo steps and write map.html, summary.json and summary.md into ``out_dir``.
 
@@ -639,10 +586,10 @@ def run_demo(
         The steps to run; default :data:`DEMO_STEPS`.
     progress
         Called with one line per finished step (the CLI prints them).
-    options
-        Options of the analysis steps: ``breaks_min`` (default (5, 10, 15)), ``kind`` (the
-        facility kind to map and site, default 'home_care_center'), ``new_sites`` (k, default 5,
-        sited within the largest break), ``province`` (provincial standards, default 'jilin').
+    network
+        How the street network is built; default elderly walking (params).
+    coverage
+        Parameters of the coverage step; default :data:`DEMO_COVERAGE`.
 
     Returns
     -------
@@ -658,7 +605,8 @@ def run_demo(
         out_dir=out,
         lang=lang,
         catalog_path=Path(catalog_path) if catalog_path is not None else default_catalog(),
-        options=dict(options or {}),
+        network=network or workflows.NetworkParams(),
+        coverage=coverage or DEMO_COVERAGE,
     )
     state.summary.update(
         {

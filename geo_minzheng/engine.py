@@ -15,16 +15,22 @@ The access leg from the point to the road is added to every cost: its length tim
 metre of the road it joins (for ``time_s`` that is the walking speed on a walk network and the
 road's speed on a drive network; for ``length_m`` it is the distance itself). Points farther than
 ``max_snap_m`` from any road are reported in ``Snapped.too_far``, never silently snapped.
+
+Modules that work on the network's geometry themselves read it through public, typed seams:
+:attr:`Engine.arrays` (a read-only :class:`NetworkArrays` view), :meth:`Engine.point_edges`,
+:func:`ranges`, :data:`EPS_COST`, and keep what they derive per engine in
+:attr:`Engine.derived`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import geopandas as gpd
 import networkx as nx
@@ -45,8 +51,9 @@ from geo_minzheng._errors import (
 from geo_minzheng.crs import point_transform
 from geo_minzheng.snapping import SegmentGrid
 
-#: Costs are clamped to this so that csgraph keeps zero-cost edges (it drops explicit zeros).
-_EPS_COST = 1e-9
+#: Least edge cost, in the engine's cost unit: costs are clamped to it so that csgraph keeps
+#: zero-cost edges (it drops explicit zeros); modules that cut edges into pieces clamp alike.
+EPS_COST = 1e-9
 #: Cells of the dense (sources x nodes) block one csgraph call may return (~64 MB of float64).
 _BLOCK_CELLS = 8_000_000
 
@@ -107,6 +114,14 @@ class Snapped:
     def ids_at(self, position: np.ndarray) -> np.ndarray:
         """IDs of the points at ``position`` (object array; None where the position is -1)."""
         return np.append(self.ids, np.array([None], dtype=object))[position]
+
+    def subset(self, positions: slice | np.ndarray) -> Snapped:
+        """The points at ``positions`` (a slice gives views, no copy), still of this engine.
+
+        The per-point-set arrays the engine keeps with the points are not carried over: they
+        describe the whole set.
+        """
+        return dataclasses.replace(self, **{f: getattr(self, f)[positions] for f in _SNAP_ARRAYS})
 
 
 @dataclass(frozen=True)
@@ -182,6 +197,94 @@ class Reach:
         covers, as fractions of its length)."""
         base = _edge_table(self.edge_u, self.edge_v, self.edge_cost)
         return pd.concat([base, pd.DataFrame(self.virtual)], ignore_index=True)
+
+
+@dataclass(frozen=True)
+class NetworkArrays:
+    """A read-only view of the engine's edge and street-segment arrays (:attr:`Engine.arrays`).
+
+    For modules that work on the network's geometry themselves (isochrones sample the reached
+    parts of edges and rasterise the streets). Every array is a non-writeable view of the
+    engine's own, built once per engine: reading them copies nothing. Positions index the
+    engine's directed edges (``n_edges``), nodes (``n_nodes``) and street segments (one per pair
+    of twin edges, the positions :attr:`Snapped.segment` holds).
+
+    Attributes
+    ----------
+    u, v
+        Start and end node of every edge.
+    out_edges
+        Edge positions sorted by start node (stable).
+    out_ptr
+        ``n_nodes + 1`` offsets: node ``k``'s out-edges are
+        ``out_edges[out_ptr[k] : out_ptr[k + 1]]``.
+    twin
+        Every edge's reverse over the same street segment, -1 where there is none (one-way).
+    vertex_xy
+        ``(n_vertices, 2)`` coordinates of every edge geometry's vertices, edge after edge.
+    vertex_ptr
+        ``n_edges + 1`` offsets: edge ``e``'s vertices are
+        ``vertex_xy[vertex_ptr[e] : vertex_ptr[e + 1]]``.
+    vertex_arc_m
+        Distance along its own edge's geometry of every vertex (0 at each edge's first vertex).
+    segment_geometry
+        One line per street segment, in a canonical direction.
+    segment_tree
+        GEOS index of ``segment_geometry`` (for box and distance queries).
+    """
+
+    u: np.ndarray
+    v: np.ndarray
+    out_edges: np.ndarray
+    out_ptr: np.ndarray
+    twin: np.ndarray
+    vertex_xy: np.ndarray
+    vertex_ptr: np.ndarray
+    vertex_arc_m: np.ndarray
+    segment_geometry: np.ndarray
+    segment_tree: shapely.STRtree
+
+
+class PointEdges(NamedTuple):
+    """Every (point, directed edge of the point's street segment) pair, grouped by point
+    (:meth:`Engine.point_edges`; read-only arrays)."""
+
+    point: np.ndarray  # the point's position in its Snapped set
+    edge: np.ndarray
+    fraction: np.ndarray  # of the edge before the point, in the edge's own direction
+
+
+_T = TypeVar("_T")
+
+
+class DerivedCache:
+    """State that other modules derive from one engine and keep while the engine lives.
+
+    Isochrones keep their road-raster blocks here, so that the blocks live and die with the
+    engine (no module-global registry) and two engines never wait on each other. ``lock`` guards
+    the entries; it is re-entrant, so a caller that fills an entry in place holds it around
+    :meth:`entry` and the filling. Pickling an engine drops the entries (they are rebuilt on
+    demand).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._entries: dict[Hashable, object] = {}
+
+    def entry(self, key: Hashable, factory: Callable[[], _T]) -> _T:
+        """The entry under ``key`` (by convention ``("<module>.<name>", ...)``), made by
+        ``factory()`` on first use."""
+        with self.lock:
+            if key not in self._entries:
+                self._entries[key] = factory()
+            return cast(_T, self._entries[key])
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._entries
+
+    def __reduce__(self) -> tuple[type[DerivedCache], tuple[()]]:
+        # a lock cannot be pickled, and the entries are derived: an empty cache comes back
+        return (DerivedCache, ())
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,6 +384,16 @@ def line_pieces(lines: np.ndarray, start_m: np.ndarray, end_m: np.ndarray) -> np
     return shapely.linestrings(all_xy[order], indices=all_idx[order])
 
 
+def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + c) for s, c in zip(starts, counts)])``, vectorised.
+
+    The gather behind every CSR-style lookup over the engine's arrays (a node's out-edges, a
+    segment's edges, an edge's vertices): one call instead of a Python loop over the runs.
+    """
+    total = int(counts.sum())
+    return np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(total)
+
+
 # --------------------------------------------------------------------------------------------
 # engine
 # --------------------------------------------------------------------------------------------
@@ -313,7 +426,7 @@ class Engine:
         self.node_y = np.asarray(node_y, dtype=float)
         self.u = np.asarray(u, dtype=np.int64)
         self.v = np.asarray(v, dtype=np.int64)
-        self.cost = np.maximum(np.asarray(cost, dtype=float), _EPS_COST)
+        self.cost = np.maximum(np.asarray(cost, dtype=float), EPS_COST)
         self.length_m = np.asarray(length_m, dtype=float)
         if geometry is None:
             xy = np.column_stack([self.node_x, self.node_y])
@@ -343,10 +456,11 @@ class Engine:
         self._vertices: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._node_index: pd.Index | None = None
         self._geom_len: tuple[np.ndarray, bool] | None = None
-        self._out: tuple[np.ndarray, np.ndarray] | None = None
         self._rate: float | None = None
-        self._twin: np.ndarray | None = None
         self._vptr: tuple[np.ndarray, np.ndarray] | None = None
+        self._arrays: NetworkArrays | None = None
+        #: What other modules derive from this engine and keep (isochrones' road raster)
+        self.derived = DerivedCache()
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -397,6 +511,10 @@ class Engine:
             walk_speed_mps=G.graph.get("walk_speed_mps"),
             profile=G.graph.get("profile"),
         )
+
+    def __getstate__(self) -> dict[str, object]:
+        # the read-only view would pickle as copies of the arrays it shows: rebuilt on demand
+        return {**self.__dict__, "_arrays": None}
 
     @classmethod
     def from_arrays(cls, **arrays: object) -> Engine:
@@ -715,7 +833,7 @@ class Engine:
             c_all, f_to - f_from, out=np.full(len(c_all), np.inf), where=np.isfinite(c_all)
         )
         anode = np.arange(n + k, n + 2 * k)
-        cost_all = np.maximum(np.concatenate([w, acc]), _EPS_COST)
+        cost_all = np.maximum(np.concatenate([w, acc]), EPS_COST)
         usable = np.flatnonzero(np.isfinite(cost_all))
         virt = {
             "from": np.concatenate([a, anode])[usable],
@@ -732,18 +850,24 @@ class Engine:
         return graph, point_nodes, access_nodes, virt
 
     # ---------------------------------------------------------------- one-pass nearest
-    def _point_edges(self, pts: Snapped) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every (point, directed edge of its segment) pair, grouped by point.
+    def point_edges(self, pts: Snapped) -> PointEdges:
+        """Every (point, directed edge of its street segment) pair, grouped by point.
 
         Returns point index, edge and fraction of the edge before the point (in the edge's own
-        direction). Kept with the points, so repeated queries with them pay for it once.
+        direction), as read-only arrays. Kept with the points, so repeated queries with them
+        pay for it once.
         """
-        if "point_edges" not in pts._memo:
+        self._check(pts)
+        hit = pts._memo.get("point_edges")
+        if hit is None:
             _, flip, _, order, ptr = self._segment_index()
             seg = pts.segment
             p, e = _expand(seg, ptr, order)
-            pts._memo["point_edges"] = (p, e, self._fraction(pts.offset_m[p], seg[p], e, flip))
-        return pts._memo["point_edges"]
+            frac = self._fraction(pts.offset_m[p], seg[p], e, flip)
+            for a in (p, e, frac):
+                a.flags.writeable = False  # fresh arrays, shared by every later query
+            hit = pts._memo["point_edges"] = PointEdges(p, e, frac)
+        return cast(PointEdges, hit)
 
     def _by_segment(self, pts: Snapped) -> tuple[np.ndarray, np.ndarray]:
         """The points' segments sorted, and the sorting order (for same-segment pairs).
@@ -759,11 +883,11 @@ class Engine:
         """Every target's (edge, position) pairs as columns: column ``j`` holds each target's
         ``j``-th pair, or its last when it has fewer (see :func:`_pair_columns`).
 
-        Kept with the points, as :meth:`_point_edges`: a coverage run asks it once per
+        Kept with the points, as :meth:`point_edges`: a coverage run asks it once per
         facility kind for the same demand points.
         """
         if "target_columns" not in targets._memo:
-            p, e, frac = self._point_edges(targets)
+            p, e, frac = self.point_edges(targets)
             columns = []
             for pair in _pair_columns(p, len(targets)):
                 edge, f = e[pair], frac[pair]
@@ -833,7 +957,7 @@ class Engine:
         ):
             return hit[1]  # type: ignore[no-any-return]
         cost = self.edge_costs(barriers)
-        p, e, frac = self._point_edges(sources)
+        p, e, frac = self.point_edges(sources)
         c = cost[e]
         ok = np.isfinite(c)
         p, e, frac, c = p[ok], e[ok], frac[ok], c[ok]
@@ -842,7 +966,7 @@ class Engine:
         p = np.concatenate([p, p[at_u]])
         w = np.maximum(
             sources.access_cost[p] + np.concatenate([(1.0 - frac) * c, np.zeros(at_u.sum())]),
-            _EPS_COST,
+            EPS_COST,
         )
         col = np.concatenate([self.v[e], self.u[e[at_u]]])
         p, col, w = _cheapest_per_pair(p, col, w)
@@ -943,7 +1067,7 @@ class Engine:
         lo = np.searchsorted(s_seg, targets.segment[near], side="left")
         cnt = np.searchsorted(s_seg, targets.segment[near], side="right") - lo
         t = np.repeat(near, cnt)
-        s = s_order[_ranges(lo, cnt)]
+        s = s_order[ranges(lo, cnt)]
         seg = targets.segment[t]
         pair, e = _expand(seg, ptr, order)
         t, s, seg = t[pair], s[pair], seg[pair]
@@ -951,7 +1075,7 @@ class Engine:
         fs = self._fraction(sources.offset_m[s], seg, e, flip)
         c = cost[e]
         ok = (fs <= ft) & np.isfinite(c)
-        w = sources.access_cost[s[ok]] + np.maximum((ft[ok] - fs[ok]) * c[ok], _EPS_COST)
+        w = sources.access_cost[s[ok]] + np.maximum((ft[ok] - fs[ok]) * c[ok], EPS_COST)
         return t[ok], s[ok], w
 
     def nearest_nodes(
@@ -1006,23 +1130,33 @@ class Engine:
         out.eliminate_zeros()  # the access nodes themselves (cost 0); reached nodes cost > 0
         return out
 
-    def _out_edges(self) -> tuple[np.ndarray, np.ndarray]:
-        """Edge indices sorted by start node and each node's first position among them (cached)."""
-        if self._out is None:
-            order = np.argsort(self.u, kind="stable")
-            ptr = np.concatenate([[0], np.cumsum(np.bincount(self.u, minlength=self.n_nodes))])
-            self._out = (order, ptr)
-        return self._out
-
-    def _twins(self) -> np.ndarray:
-        """Every edge's reverse over the same street segment (-1 where none; cached)."""
-        if self._twin is None:
-            seg_of_edge, flip, _, order, _ = self._segment_index()
+    @property
+    def arrays(self) -> NetworkArrays:
+        """The read-only view of the edge and segment arrays (:class:`NetworkArrays`; built on
+        first use, then the same object)."""
+        if self._arrays is None:
+            seg_of_edge, flip, seg_geom, by_seg, _ = self._segment_index()
+            out_edges = np.argsort(self.u, kind="stable")
+            out_ptr = np.concatenate([[0], np.cumsum(np.bincount(self.u, minlength=self.n_nodes))])
+            # every edge's twin: the segment's first edge of the other direction
             first = np.full((int(seg_of_edge.max(initial=-1)) + 1, 2), -1, dtype=np.int64)
-            o = order[::-1]  # written last = the segment's first edge of that direction
+            o = by_seg[::-1]  # written last = the segment's first edge of that direction
             first[seg_of_edge[o], flip[o].astype(np.int64)] = o
-            self._twin = first[seg_of_edge, 1 - flip.astype(np.int64)]
-        return self._twin
+            twin = first[seg_of_edge, 1 - flip.astype(np.int64)]
+            coords, vptr, arc = self._vertex_index()
+            self._arrays = NetworkArrays(
+                u=_read_only(self.u),
+                v=_read_only(self.v),
+                out_edges=_read_only(out_edges),
+                out_ptr=_read_only(out_ptr),
+                twin=_read_only(twin),
+                vertex_xy=_read_only(coords),
+                vertex_ptr=_read_only(vptr),
+                vertex_arc_m=_read_only(arc),
+                segment_geometry=_read_only(seg_geom),
+                segment_tree=self._segment_tree(),
+            )
+        return self._arrays
 
     def _vertex_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All edge vertices, each edge's first-vertex position (``n_edges + 1`` offsets) and
@@ -1198,8 +1332,8 @@ class Engine:
                 f"road, more than max_snap_m={max_snap_m}"
             )
             raise UnreachableError(msg)
-        o = _subset(pts, slice(0, 1))
-        d = _subset(pts, slice(1, 2))
+        o = pts.subset(slice(0, 1))
+        d = pts.subset(slice(1, 2))
         cost = self.edge_costs(barriers)
         graph, pnodes, anodes, virt = self._augment([o, d], cost)
         dist, pred = csgraph.dijkstra(graph, indices=int(anodes[0][0]), return_predecessors=True)
@@ -1347,15 +1481,11 @@ def _result_frame(index: pd.Index, source_id: np.ndarray, cost: np.ndarray) -> p
     )
 
 
-def _subset(pts: Snapped, rows: slice) -> Snapped:
-    """Some rows of a Snapped set."""
-    return dataclasses.replace(pts, **{f: getattr(pts, f)[rows] for f in _SNAP_ARRAYS})
-
-
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``concatenate([arange(s, s + c) for s, c in zip(starts, counts)])``, vectorised."""
-    total = int(counts.sum())
-    return np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(total)
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """A non-writeable view of ``a`` (no copy; ``a`` itself stays writeable)."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
 def _coordinates(one_vertex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1381,7 +1511,7 @@ def _pair_columns(point: np.ndarray, n: int) -> list[np.ndarray]:
 def _expand(seg: np.ndarray, ptr: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every (row, directed edge of segment ``seg[row]``) pair: row index and edge index."""
     per = ptr[seg + 1] - ptr[seg]
-    return np.repeat(np.arange(len(seg)), per), order[_ranges(ptr[seg], per)]
+    return np.repeat(np.arange(len(seg)), per), order[ranges(ptr[seg], per)]
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:

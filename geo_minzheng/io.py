@@ -12,6 +12,7 @@ import io as _stdio
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -19,7 +20,7 @@ import pandas as pd
 import pyogrio
 
 from geo_minzheng import crs as gm_crs
-from geo_minzheng import validation as _validation
+from geo_minzheng import validation as gm_validation
 from geo_minzheng._errors import CRSError, LayerValidationError, Problem, UnknownIdError
 from geo_minzheng.kinds import LayerKind, get_kind
 from geo_minzheng.validation import coerce_column, is_missing, list_items
@@ -359,10 +360,21 @@ def read_layer(
         "read_problems": read_problems,
     }
     if validate:
-        problems = _validation.validate(gdf, spec, layer=layer)
+        problems = gm_validation.validate(gdf, spec, layer=layer)
         if problems:
             raise LayerValidationError(layer, problems)
     return gdf
+
+
+def validate_file(path: str | Path, *, kind: str, **read_kwargs: Any) -> list[Problem]:
+    """Read ``path`` as a layer of ``kind`` and return every problem (``geo-minzheng validate``).
+
+    Reading errors that stop the file from being read at all (unknown format, no CRS) are raised;
+    problems with records are returned, never raised. ``read_kwargs`` go to :func:`read_layer`
+    (source_crs, layer_name, field_map, ...).
+    """
+    gdf = read_layer(path, kind=kind, validate=False, **read_kwargs)
+    return gm_validation.validate(gdf, kind, layer=gdf.attrs.get("layer"))
 
 
 def _crs_name(crs: object) -> str:

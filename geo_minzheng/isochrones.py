@@ -17,8 +17,8 @@ Speed comes from three choices:
   each canvas costs one call of each compiled routine (numpy, scipy.ndimage, contourpy's
   marching squares) instead of one per facility;
 * the raster of *all* roads (reached or not) is built lazily, in blocks of ``_BLOCK`` cells,
-  only where a window needs it, from the engine's segment index, and cached per engine: a
-  city-wide raster of a million-edge network is never drawn;
+  only where a window needs it, from the engine's segment index, and kept on the engine
+  (``engine.derived``): a city-wide raster of a million-edge network is never drawn;
 * reached edge parts are sampled segment by segment with plain arithmetic (no per-point search
   over the whole network's vertices); the surface holds uint16 cost steps (1/6000 of the
   largest break) and the break levels lie half-way between steps, so that no cell equals a
@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
-import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -46,14 +44,13 @@ from scipy import ndimage
 
 from geo_minzheng._errors import NetworkError
 from geo_minzheng.engine import (
-    _EPS_COST,
+    EPS_COST,
     BarrierArg,
     Barriers,
     Engine,
     Reach,
     Snapped,
-    _ranges,
-    _subset,
+    ranges,
 )
 
 #: Surface value of a cell with no road within the buffer (open land, gaps between tiles).
@@ -73,12 +70,10 @@ _PARALLEL_MIN_REACHED = 5_000
 _MAX_THREADS = 4
 #: Side of a cached road-raster block, cells.
 _BLOCK = 64
-
-#: Per engine and cell size: road-raster blocks already drawn, keyed by (block row, block col).
-_ROAD_BLOCKS: weakref.WeakKeyDictionary[Engine, dict[float, dict[tuple[int, int], np.ndarray]]]
-_ROAD_BLOCKS = weakref.WeakKeyDictionary()
-#: Threads drawing road blocks take turns (each block is drawn once).
-_ROAD_LOCK = threading.Lock()
+#: Key of the road-raster blocks in the engine's derived state, with the cell size: a dict of
+#: the blocks already drawn, keyed by (block row, block col); kept on the engine, so it is
+#: dropped with it.
+_ROAD_BLOCKS_KEY = "isochrones.road_blocks"
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,12 +114,12 @@ def _reached_parts(
 
     # the engine's own out-edges of each (facility, node) pair, usable ones only; the cost of
     # each edge's twin (the reverse over the same street segment) comes from the engine
-    order, out_ptr = engine._out_edges()
-    twins = engine._twins()
+    net = engine.arrays
+    order, out_ptr, twins = net.out_edges, net.out_ptr, net.twin
     pb = np.flatnonzero(node < reach.n_real_nodes)
     deg = out_ptr[node[pb] + 1] - out_ptr[node[pb]]
     rep = np.repeat(pb, deg)
-    eb = order[_ranges(out_ptr[node[pb]], deg)]
+    eb = order[ranges(out_ptr[node[pb]], deg)]
     ok = np.flatnonzero(np.isfinite(reach.edge_cost[eb]))
     rep, eb = rep[ok], eb[ok]
     twin = twins[eb]
@@ -132,7 +127,7 @@ def _reached_parts(
     # each facility's own pieces of each directed edge of its street: from its point to the
     # edge's end, and from the edge's start to its point (the twin piece of each is the reverse
     # over the same stretch)
-    i, e, f = engine._point_edges(facilities)
+    i, e, f = engine.point_edges(facilities)
     c, tw = reach.edge_cost[e], twins[e]
     c_tw = np.where(tw >= 0, reach.edge_cost[np.maximum(tw, 0)], np.inf)
     point = reach.n_real_nodes + first + i
@@ -141,10 +136,10 @@ def _reached_parts(
         out_rc, in_rc = c_tw * (1.0 - f), c_tw * f
     own = {
         "fac": np.concatenate([i, i]),
-        "from": np.concatenate([point, engine.u[e]]),
-        "to": np.concatenate([engine.v[e], point]),
-        "cost": np.maximum(np.concatenate([out_c, in_c]), _EPS_COST),
-        "rc": np.maximum(np.concatenate([out_rc, in_rc]), _EPS_COST),
+        "from": np.concatenate([point, net.u[e]]),
+        "to": np.concatenate([net.v[e], point]),
+        "cost": np.maximum(np.concatenate([out_c, in_c]), EPS_COST),
+        "rc": np.maximum(np.concatenate([out_rc, in_rc]), EPS_COST),
         "parent": np.concatenate([e, e]),
         "f0": np.concatenate([f, np.zeros(len(f))]),
         "f1": np.concatenate([np.ones(len(f)), f]),
@@ -215,14 +210,15 @@ def _reached_samples(
         o = np.argsort(p["fac"], kind="stable")
         p = {k: v[o] for k, v in p.items()}
     line = p["parent"]
-    coords, vptr, arc = engine._vertex_index()
+    net = engine.arrays
+    coords, vptr, arc = net.vertex_xy, net.vertex_ptr, net.vertex_arc_m
     glen = arc[np.maximum(vptr[line + 1] - 1, 0)]
     a = p["f0"] * glen
     b = a + p["r"] * p["df"] * glen
     rate = p["cost"] / np.maximum(p["df"] * glen, 1e-12)  # cost per metre along this part
     n_seg = np.maximum(vptr[line + 1] - vptr[line] - 1, 0)
     rep = np.repeat(np.arange(len(line)), n_seg)
-    v0 = _ranges(vptr[line], n_seg)
+    v0 = ranges(vptr[line], n_seg)
     s0, s1 = arc[v0], arc[v0 + 1]
     lo = np.maximum(a[rep], s0)
     hi = np.minimum(b[rep], s1)
@@ -300,7 +296,8 @@ def _clip_to_boxes(
 
 def _draw_blocks(engine: Engine, cell: float, keys: np.ndarray) -> np.ndarray:
     """Road cells of the blocks ``keys`` (rows of block row, block col): (n, _BLOCK, _BLOCK)."""
-    seg_geom, tree = engine._segment_index()[2], engine._segment_tree()
+    net = engine.arrays
+    seg_geom, tree = net.segment_geometry, net.segment_tree
     n = len(keys)
     out = np.zeros((n, _BLOCK, _BLOCK), dtype=bool)
     size = _BLOCK * cell
@@ -320,7 +317,7 @@ def _draw_blocks(engine: Engine, cell: float, keys: np.ndarray) -> np.ndarray:
     coords, vptr, _ = _line_vertices(seg_geom[useg])
     n_sub = np.maximum(vptr[inv + 1] - vptr[inv] - 1, 0)
     rep = np.repeat(np.arange(len(inv)), n_sub)
-    v0 = _ranges(vptr[inv], n_sub)
+    v0 = ranges(vptr[inv], n_sub)
     p0, p1 = coords[v0], coords[v0 + 1]
     wbox = box[blk[rep]] + [-cell, -cell, cell, cell]
     t0, t1 = _clip_to_boxes(p0, p1, wbox)
@@ -346,9 +343,14 @@ def _draw_blocks(engine: Engine, cell: float, keys: np.ndarray) -> np.ndarray:
 def _road_blocks(
     engine: Engine, cell: float, j0: np.ndarray, j1: np.ndarray, i0: np.ndarray, i1: np.ndarray
 ) -> dict[tuple[int, int], np.ndarray]:
-    """The cached road blocks (drawing the missing ones) covering cell windows [j0:j1, i0:i1]."""
-    with _ROAD_LOCK:
-        cache = _ROAD_BLOCKS.setdefault(engine, {}).setdefault(cell, {})
+    """The cached road blocks (drawing the missing ones) covering cell windows [j0:j1, i0:i1].
+
+    The blocks are kept on the engine (:attr:`Engine.derived`), per cell size; threads drawing
+    them take turns under its lock, so each block is drawn once.
+    """
+    derived = engine.derived
+    with derived.lock:
+        cache: dict[tuple[int, int], np.ndarray] = derived.entry((_ROAD_BLOCKS_KEY, cell), dict)
         _draw_missing(engine, cell, cache, j0, j1, i0, i1)
     return cache
 
@@ -654,6 +656,7 @@ def service_areas(
         raise NetworkError(msg)
     cell = float(cell_m) if cell_m else buffer_m / 2.0
     reach = engine.reach(facilities, cutoff=float(brk[-1]), barriers=barriers)
+    _ = engine.arrays  # the engine's view, built here once (not by several threads at once)
     threads = 1 if dissolve else _threads(reach.cost.nnz)
     job = _Job(engine, brk, rings, dissolve, cell, max(1, int(round(buffer_m / cell))), threads)
     runs = _facility_runs(reach, threads)
@@ -715,7 +718,7 @@ class _Job:
             reach = dataclasses.replace(
                 reach, source_ids=reach.source_ids[rows], cost=reach.cost[rows]
             )
-            facilities = _subset(facilities, rows)
+            facilities = facilities.subset(rows)
         brk, cell, radius = self.brk, self.cell, self.radius
         ci, cj, cost, per_facility = _reached_samples(
             self.engine, reach, facilities, first, float(brk[-1]), 0.75 * cell, cell

@@ -7,9 +7,14 @@ the maps and the API all read these specifications instead of hard-coding field 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from geo_minzheng._errors import UnknownIdError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DataFrameT = TypeVar("DataFrameT", bound="pd.DataFrame")
 
 FieldType = Literal["str", "int", "float", "bool", "date", "list"]
 
@@ -114,6 +119,12 @@ FACILITY_STATUS = {
     "full": ("已满", "Full"),
     "planned": ("规划中", "Planned"),
 }
+#: The open-facility rule, the one every analysis applies (geo_minzheng.workflows): a facility
+#: serves residents when it is open or full (a full facility still serves the people it has,
+#: and its area is still covered) or has no status (registries without the field). Closed and
+#: planned facilities serve nobody today. Analyses that assign new people (shelter places)
+#: further leave out full facilities themselves.
+IN_SERVICE_STATUSES = frozenset({"open", "full"})
 DEPOT_LEVELS = {
     "national": ("中央级", "National"),
     "provincial": ("省级", "Provincial"),
@@ -371,3 +382,14 @@ def get_kind(name: str) -> LayerKind:
         known = ", ".join(sorted(KINDS))
         msg = f"unknown layer kind '{name}'; expected one of: {known}"
         raise UnknownIdError(msg) from None
+
+
+def in_service(gdf: DataFrameT) -> DataFrameT:
+    """The records of a facility layer that serve residents (:data:`IN_SERVICE_STATUSES`).
+
+    A layer without a ``status`` column is returned as it is.
+    """
+    if "status" not in gdf.columns:
+        return gdf
+    status = gdf["status"]
+    return gdf[status.isna() | status.isin(sorted(IN_SERVICE_STATUSES))]

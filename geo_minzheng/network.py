@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import geopandas as gpd
 import networkx as nx
@@ -25,19 +25,13 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 from geo_minzheng import crs as gm_crs
+from geo_minzheng import params
 from geo_minzheng._errors import LayerValidationError, NetworkError, Problem
 
-Profile = Literal["walk", "drive"]
-
-#: General walking speed, m/s: MUTCD 2009 §4E.06 design walking speed of 3.5 ft/s (1.07 m/s),
-#: used to time pedestrian signals for the general population.
-DEFAULT_WALK_SPEED_MPS = 1.07
-
-#: Walking speed of older pedestrians, m/s: MUTCD 2009 §4E.06 allows 3.0 ft/s (0.91 m/s) "where
-#: pedestrians who walk slower than normal ... routinely use the crosswalk"; Fitzpatrick et al.
-#: (2006, TCRP Report 112 / NCHRP Report 562, Table 12) measured a 15th-percentile walking speed
-#: of 3.0 ft/s for pedestrians older than 65. The 15-minute eldercare circle is timed for them.
-ELDERLY_WALK_SPEED_MPS = 0.91
+# speeds and profiles are defined once in params (re-exported here, where speeds become costs)
+from geo_minzheng.params import DEFAULT_WALK_SPEED_MPS as DEFAULT_WALK_SPEED_MPS
+from geo_minzheng.params import ELDERLY_WALK_SPEED_MPS as ELDERLY_WALK_SPEED_MPS
+from geo_minzheng.params import Profile
 
 #: Road classes (OSM ``highway`` / Geofabrik ``fclass``) each profile must not use.
 WALK_EXCLUDED = frozenset(
@@ -93,12 +87,12 @@ _CACHE_VERSION = "1"
 # profiles and speeds
 # --------------------------------------------------------------------------------------------
 def _check_profile(profile: str, walk_speed_mps: float) -> None:
-    if profile not in ("walk", "drive"):
-        msg = f"profile must be 'walk' or 'drive', got {profile!r}"
-        raise NetworkError(msg)
-    if not np.isfinite(walk_speed_mps) or walk_speed_mps <= 0:
-        msg = f"walk_speed_mps must be a positive number of metres per second, got {walk_speed_mps}"
-        raise NetworkError(msg)
+    """The profile and walking speed, checked by the rules of :mod:`geo_minzheng.params`."""
+    try:
+        params.check_profile(profile)
+        params.check_walk_speed_mps(walk_speed_mps)
+    except ValueError as exc:
+        raise NetworkError(str(exc)) from None
 
 
 def allowed(highway: np.ndarray, profile: Profile) -> np.ndarray:

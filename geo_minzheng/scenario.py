@@ -30,6 +30,7 @@ from scipy.spatial import cKDTree
 from shapely import affinity
 
 from geo_minzheng import crs as gm_crs
+from geo_minzheng import resources
 from geo_minzheng.kinds import (
     DEMO_SCENARIO_LABEL,
     ELDERCARE_CATEGORIES,
@@ -39,9 +40,9 @@ from geo_minzheng.kinds import (
 )
 
 DEFAULT_SEED = 20261123
-#: Repository data folder holding ``changchun/`` and ``admin_codes/``.
-DATA_DIR = Path(__file__).resolve().parent.parent / "layers" / "data"
-DEMO_GPKG = DATA_DIR / "changchun_demo.gpkg"
+#: File name of the demo GeoPackage in the demo data folder (:func:`resources.demo_data_dir`,
+#: the repository's ``layers/data``), which also holds ``changchun/`` and ``admin_codes/``.
+DEMO_GPKG_NAME = "changchun_demo.gpkg"
 
 #: Demo layer id -> layer kind, in the order the layers are written and shown.
 LAYER_KINDS: dict[str, str] = {
@@ -228,20 +229,26 @@ class _Context:
 # --------------------------------------------------------------------------------------------
 
 
-def district_names(data_dir: Path = DATA_DIR) -> dict[str, str]:
+def _data_dir(data_dir: str | Path | None) -> Path:
+    """The given data folder, else the demo data shipped with the package."""
+    return resources.demo_data_dir() if data_dir is None else Path(data_dir)
+
+
+def district_names(data_dir: str | Path | None = None) -> dict[str, str]:
     """Adcode -> official name of the Changchun districts (国家统计局 2023 统计用区划代码)."""
-    with (Path(data_dir) / "admin_codes" / "areas_changchun.csv").open(encoding="utf-8") as fh:
+    with (_data_dir(data_dir) / "admin_codes" / "areas_changchun.csv").open(encoding="utf-8") as fh:
         return {row["code"]: row["name"] for row in csv.DictReader(fh)}
 
 
-def load_districts(data_dir: Path = DATA_DIR) -> gpd.GeoDataFrame:
+def load_districts(data_dir: str | Path | None = None) -> gpd.GeoDataFrame:
     """The five central districts as an admin_unit layer in WGS84 (converted from GCJ-02).
 
     The polygons are kept whole and unchanged except for the GCJ-02 -> WGS84 conversion; the
     scenario only chooses demand and facilities inside the part the roads cover.
     """
+    data_dir = _data_dir(data_dir)
     names = district_names(data_dir)
-    folder = Path(data_dir) / "changchun" / "districts_gcj02"
+    folder = data_dir / "changchun" / "districts_gcj02"
     geoms = []
     for code in DISTRICT_CODES:
         frame = pyogrio.read_dataframe(folder / f"{code}.geojson")
@@ -267,13 +274,13 @@ def load_districts(data_dir: Path = DATA_DIR) -> gpd.GeoDataFrame:
     return out
 
 
-def load_roads(data_dir: Path = DATA_DIR) -> gpd.GeoDataFrame:
+def load_roads(data_dir: str | Path | None = None) -> gpd.GeoDataFrame:
     """The OSM roads as a road layer with canonical fields (Geofabrik schema mapped).
 
     ``oneway`` keeps Geofabrik's codes (F: one-way along the line, T: against it, B: both ways);
     a ``maxspeed`` of 0 means "not tagged" in that schema and becomes missing.
     """
-    raw = pyogrio.read_dataframe(Path(data_dir) / "changchun" / "roads_osm.geojson")
+    raw = pyogrio.read_dataframe(_data_dir(data_dir) / "changchun" / "roads_osm.geojson")
     maxspeed = raw["maxspeed"].astype(float)
     out = gpd.GeoDataFrame(
         {
@@ -802,7 +809,7 @@ def _markers(
 def build_scenario(
     *,
     seed: int = DEFAULT_SEED,
-    data_dir: str | Path = DATA_DIR,
+    data_dir: str | Path | None = None,
     params: ScenarioParameters = DEFAULT_PARAMETERS,
 ) -> dict[str, gpd.GeoDataFrame]:
     """The eight demo layers: the real districts and roads, and six seeded scenario layers.
@@ -812,7 +819,8 @@ def build_scenario(
     seed
         Seed of the one random generator; the same seed gives the same layers.
     data_dir
-        Folder holding ``changchun/`` (roads, GCJ-02 districts) and ``admin_codes/``.
+        Folder holding ``changchun/`` (roads, GCJ-02 districts) and ``admin_codes/``; default
+        the demo data shipped with the package (:func:`resources.demo_data_dir`).
     params
         The scenario's numbers (density, aged share, counts ...), documented in docs/scenario.md.
 
@@ -822,7 +830,7 @@ def build_scenario(
         Keyed by demo layer id (:data:`DEMO_LAYERS`), all in WGS84 with canonical fields and
         ``attrs = {"kind", "layer"}``.
     """
-    data_dir = Path(data_dir)
+    data_dir = _data_dir(data_dir)
     rng = np.random.default_rng(seed)
     districts = load_districts(data_dir)
     roads = load_roads(data_dir)
@@ -846,23 +854,27 @@ def build_scenario(
 
 
 def study_area(
-    *, data_dir: str | Path = DATA_DIR, params: ScenarioParameters = DEFAULT_PARAMETERS
+    *, data_dir: str | Path | None = None, params: ScenarioParameters = DEFAULT_PARAMETERS
 ) -> tuple[shapely.Geometry, CRS]:
     """The study area (districts within ``study_buffer_m`` of a road) and its working CRS."""
-    ctx = _context(load_districts(Path(data_dir)), load_roads(Path(data_dir)), params)
+    data_dir = _data_dir(data_dir)
+    ctx = _context(load_districts(data_dir), load_roads(data_dir), params)
     return ctx.study_area, ctx.working
 
 
 def write_demo_gpkg(
-    path: str | Path = DEMO_GPKG,
+    path: str | Path,
     *,
     seed: int = DEFAULT_SEED,
-    data_dir: str | Path = DATA_DIR,
+    data_dir: str | Path | None = None,
 ) -> Path:
     """Generate the scenario, validate every layer, and write it as one GeoPackage.
 
     The file is replaced whole (written to a temporary file first), one GeoPackage layer per demo
     layer id. Raises LayerValidationError if any layer has a problem, before anything is written.
+    ``path`` has no default: the committed ``layers/data/changchun_demo.gpkg`` ships with the
+    package, so an installed package never needs to write into itself; regenerate the
+    repository's file by naming it (``write_demo_gpkg("layers/data/changchun_demo.gpkg")``).
     """
     from geo_minzheng import io as gm_io
     from geo_minzheng import validation

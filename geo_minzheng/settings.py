@@ -17,6 +17,9 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from geo_minzheng import params
+from geo_minzheng.params import Profile
+
 Role = Literal["viewer", "editor", "admin"]
 #: Roles in increasing order of power: each role may do everything the roles before it may.
 ROLES: tuple[str, ...] = ("viewer", "editor", "admin")
@@ -83,13 +86,18 @@ class ApiKey(BaseModel):
 
 
 class Settings(BaseSettings):
-    """Service settings, read from ``GEO_MINZHENG_*`` environment variables (or a .env file).
+    """Settings, read from ``GEO_MINZHENG_*`` environment variables and a ``.env`` file.
 
+    The ``.env`` file is read from the current directory when it exists (``GEO_MINZHENG_*``
+    lines, as in the environment); a variable set in the environment wins over the file.
     Complex values (``api_keys``, ``cors_origins``) are JSON, e.g.
     ``GEO_MINZHENG_API_KEYS='[{"name": "ops", "role": "editor", "hash": "scrypt$..."}]'``.
+    The CLI, the demo and the service read the environment only through this object.
     """
 
-    model_config = SettingsConfigDict(env_prefix="GEO_MINZHENG_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="GEO_MINZHENG_", extra="ignore", env_file=".env", env_file_encoding="utf-8"
+    )
 
     #: ``gpkg:///abs/path/store.gpkg`` (embedded default) or ``postgresql://user@host/db``.
     store_url: str = "gpkg://geo-minzheng-store.gpkg"
@@ -118,6 +126,15 @@ class Settings(BaseSettings):
     build_network_on_start: bool = True
     #: Worker threads for long analyses (jobs).
     job_workers: int = Field(default=2, gt=0, le=16)
+    #: Street network the analyses use: walk (default) or drive (params.PROFILE_DESCRIPTION).
+    network_profile: Profile = params.DEFAULT_PROFILE
+    #: Walking speed, m/s; default the elderly speed of params (MUTCD 2009 §4E.06).
+    walk_speed_mps: float = params.ELDERLY_WALK_SPEED_MPS
+
+    @field_validator("walk_speed_mps")
+    @classmethod
+    def _check_speed(cls, value: float) -> float:
+        return params.check_walk_speed_mps(value, name="GEO_MINZHENG_WALK_SPEED_MPS")
 
     def resolved_tianditu_token(self) -> str | None:
         """The 天地图 token, or None when unset or blank."""

@@ -19,8 +19,10 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from geo_minzheng import params
 from geo_minzheng._errors import SolverError
-from geo_minzheng.coverage import _check_demand
+from geo_minzheng.demand import check_demand
+from geo_minzheng.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -241,12 +243,12 @@ class SitingResult:
 
 
 def coverage_matrix(
-    engine: Any,
+    engine: Engine,
     gdf_demand: gpd.GeoDataFrame,
     gdf_sites: gpd.GeoDataFrame,
     *,
     cutoff_s: float,
-    max_snap_m: float = 300.0,
+    max_snap_m: float = params.DEFAULT_MAX_SNAP_M,
 ) -> sparse.csr_matrix:
     """Boolean ``[n_demand, n_sites]`` matrix (layer row order): site within ``cutoff_s``.
 
@@ -288,18 +290,18 @@ def _summary(
 
 
 def _prepare(
-    engine: Any,
+    engine: Engine,
     gdf_demand: gpd.GeoDataFrame,
     gdf_existing: gpd.GeoDataFrame | None,
     gdf_candidates: gpd.GeoDataFrame,
     break_min: float,
     max_snap_m: float,
 ) -> tuple[np.ndarray, sparse.csr_matrix, np.ndarray, np.ndarray]:
-    _check_demand(gdf_demand)
+    check_demand(gdf_demand)
     if "id" not in gdf_candidates.columns or gdf_candidates["id"].astype(str).duplicated().any():
         msg = "candidate layer must have a unique 'id' column"
         raise ValueError(msg)
-    cutoff_s = break_min * 60.0
+    cutoff_s = params.minutes_to_s(break_min)
     before = np.zeros(len(gdf_demand), dtype=bool)
     if gdf_existing is not None and len(gdf_existing):
         ex = coverage_matrix(
@@ -349,13 +351,13 @@ def _result(
 def maximal_covering(
     gdf_demand: gpd.GeoDataFrame,
     gdf_candidates: gpd.GeoDataFrame,
-    engine: Any,
+    engine: Engine,
     *,
     k: int,
     gdf_existing: gpd.GeoDataFrame | None = None,
     break_min: float = 15.0,
     weight_field: str = "aged_60_plus",
-    max_snap_m: float = 300.0,
+    max_snap_m: float = params.DEFAULT_MAX_SNAP_M,
     time_limit_s: float | None = 60.0,
 ) -> SitingResult:
     """Choose ``k`` candidate sites that newly cover the most ``weight_field`` within ``break_min``.
@@ -382,11 +384,11 @@ def maximal_covering(
 def minimal_cover(
     gdf_demand: gpd.GeoDataFrame,
     gdf_candidates: gpd.GeoDataFrame,
-    engine: Any,
+    engine: Engine,
     *,
     gdf_existing: gpd.GeoDataFrame | None = None,
     break_min: float = 15.0,
-    max_snap_m: float = 300.0,
+    max_snap_m: float = params.DEFAULT_MAX_SNAP_M,
     time_limit_s: float | None = 60.0,
 ) -> SitingResult:
     """Fewest candidate sites so that every reachable demand point is within ``break_min``.

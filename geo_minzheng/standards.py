@@ -253,3 +253,39 @@ def persons_per_household(*, standard: Standard | None = None) -> Value:
     """Mean household size used to estimate households from population (2020 census)."""
     std = standard or load("eldercare_provision")
     return std.get("household_size.persons_per_household")
+
+
+@dataclass(frozen=True)
+class ShelterClass:
+    """One GB 51143-2015 shelter class: effective area per person and service radius (责任区)."""
+
+    code: str
+    label_zh: str
+    label_en: str
+    #: a fixed shelter (short/medium/long-term, and central): counts towards the fixed-share check
+    fixed: bool
+    m2_per_person: Value
+    service_radius_m: Value
+
+
+def shelter_classes(*, standard: Standard | None = None) -> dict[str, ShelterClass]:
+    """The shelter classes by code (the ``shelter_class`` values of the shelter layer kind)."""
+    std = standard or load("gb51143_2015")
+    out = {}
+    for code, node in std.section("shelter_class").items():
+        out[code] = ShelterClass(
+            code=code,
+            label_zh=str(node.get("label_zh", code)),
+            label_en=str(node.get("label_en", code)),
+            fixed=bool(node.get("fixed", False)),
+            m2_per_person=std.get(f"shelter_class.{code}.m2_per_person"),
+            service_radius_m=std.get(f"shelter_class.{code}.service_radius_m"),
+        )
+    return out
+
+
+def fixed_shelter_share(region: str = "national", *, standard: Standard | None = None) -> Value:
+    """Least share of the planned population that fixed shelters must hold (``value``: lower
+    bound), for ``region`` (``"national"``, ``"guangdong"``, ...)."""
+    std = standard or load("shelter_provision")
+    return std.get(f"fixed_share.{region}")

@@ -4,6 +4,9 @@ Validation never changes its input. It collects every problem as a
 :class:`~geo_minzheng._errors.Problem` that names the record (``"<kind> '<id>'"``, or ``"row N"``
 when the record has no ID), the field, what was expected and what was found, so that a bureau can
 fix its registry in one pass (osmnx ``_validate.py`` style: collect, then raise once).
+
+This module holds the rules only. Reading a file to check it is ``io.validate_file`` and wording
+problems for people is :mod:`geo_minzheng.reports`; it imports neither (io imports it, one way).
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -74,8 +75,11 @@ def _to_int(value: object) -> int:
     return int(number)
 
 
-def _to_str(value: object) -> str:
-    # Excel and shapefiles hand integer codes back as floats: 220102.0 must stay "220102".
+def to_str(value: object) -> str:
+    """A value as stripped text; integral floats lose their ``.0`` (IDs, codes, store keys).
+
+    Excel and shapefiles hand integer codes back as floats: 220102.0 must stay "220102".
+    """
     if isinstance(value, (float, np.floating)) and math.isfinite(value) and value == int(value):
         return str(int(value))
     return str(value).strip()
@@ -84,7 +88,7 @@ def _to_str(value: object) -> str:
 def _to_bool(value: object) -> bool:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    text = _to_str(value).lower()
+    text = to_str(value).lower()
     if text in _TRUE:
         return True
     if text in _FALSE:
@@ -95,7 +99,7 @@ def _to_bool(value: object) -> bool:
 def _to_date(value: object) -> str:
     if isinstance(value, (dt.date, pd.Timestamp)):
         return pd.Timestamp(value).date().isoformat()
-    text = _to_str(value).replace("/", "-").replace(".", "-")
+    text = to_str(value).replace("/", "-").replace(".", "-")
     match = re.fullmatch(r"(\d{4})[-年](\d{1,2})[-月](\d{1,2})日?(?:[ T].*)?", text)
     if match is None:
         raise _Bad
@@ -123,19 +127,19 @@ def _to_list(value: object, spec: FieldSpec) -> str:
     if isinstance(value, (list, tuple, np.ndarray)):
         items = value
     else:
-        items = _LIST_SPLIT.split(_to_str(value))
+        items = _LIST_SPLIT.split(to_str(value))
     lookup = _choice_lookup(spec)
-    codes = [lookup.get(_to_str(item).lower(), _to_str(item)) for item in items]
+    codes = [lookup.get(to_str(item).lower(), to_str(item)) for item in items]
     return ";".join(code for code in codes if code)
 
 
 def list_items(value: object) -> list[str]:
     """The items of a list-field value (a ';'-joined string or a list); [] when missing."""
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_to_str(v) for v in value if not is_missing(v)]
+        return [to_str(v) for v in value if not is_missing(v)]
     if is_missing(value):
         return []
-    return [item for item in _LIST_SPLIT.split(_to_str(value)) if item]
+    return [item for item in _LIST_SPLIT.split(to_str(value)) if item]
 
 
 def coerce_value(value: object, spec: FieldSpec) -> object:
@@ -158,7 +162,7 @@ def coerce_value(value: object, spec: FieldSpec) -> object:
     except _Bad:
         msg = f"cannot read {value!r} as {spec.type}"
         raise ValueError(msg) from None
-    text = _to_str(value)
+    text = to_str(value)
     if spec.choices:
         return _choice_lookup(spec).get(text.lower(), text)
     return text
@@ -236,7 +240,7 @@ def record_labels(gdf: pd.DataFrame, kind: str | LayerKind) -> list[str]:
     first_row = int(gdf.attrs.get("first_row", 1))
     ids = gdf[spec.id_field].tolist() if spec.id_field in gdf.columns else [None] * len(gdf)
     return [
-        f"row {first_row + i}" if is_missing(v) else f"{spec.name} '{_to_str(v)}'"
+        f"row {first_row + i}" if is_missing(v) else f"{spec.name} '{to_str(v)}'"
         for i, v in enumerate(ids)
     ]
 
@@ -384,7 +388,7 @@ def _check_ids(gdf: pd.DataFrame, spec: LayerKind, labels: Sequence[str]) -> lis
     if spec.id_field not in gdf.columns:
         return []
     first_row = int(gdf.attrs.get("first_row", 1))
-    ids = pd.Series([None if is_missing(v) else _to_str(v) for v in gdf[spec.id_field].tolist()])
+    ids = pd.Series([None if is_missing(v) else to_str(v) for v in gdf[spec.id_field].tolist()])
     dup = ids[ids.notna() & ids.duplicated(keep=False)]
     problems = []
     for _value, rows in dup.groupby(dup, sort=False).groups.items():
@@ -638,131 +642,3 @@ def check_alignment(
             "gcj02_offset" if name == "GCJ-02" else "bd09_offset",
         )
     ]
-
-
-# --------------------------------------------------------------------------------------------
-# Reports
-# --------------------------------------------------------------------------------------------
-
-_ZH_TEMPLATES = {
-    "missing_field": "缺少字段「{label}」({field})；现有字段：{found}",
-    "missing_value": "必填字段「{label}」({field})为空",
-    "bad_type": "「{label}」({field})应为{type_zh}，实际为 {found}",
-    "out_of_range": "「{label}」({field})应 {expected}，实际为 {found}",
-    "unknown_value": "「{label}」({field})的取值 {found} 不在允许范围内，允许值：{allowed}",
-    "duplicate_id": "编号重复：第 {rows} 行使用同一编号",
-    "inconsistent": "「{label}」({field})应 {expected}，实际为 {found}",
-    "swapped_lonlat": "经纬度疑似颠倒（{found}）：请交换经度、纬度两列",
-    "outside_china": "位置不在中国境内（{found}）",
-    "missing_lonlat": "缺少经纬度：{found}",
-    "empty_geometry": "缺少位置（几何为空）",
-    "wrong_geometry_type": "几何类型应为 {expected}，实际为 {found}",
-    "invalid_geometry": "几何无效：{found}（可调用 repair_geometries 修复）",
-    "missing_crs": "图层没有坐标系，应为 WGS84 (EPSG:4326)",
-    "wrong_crs": "图层坐标系为 {found}，应为 WGS84 (EPSG:4326)",
-    "gcj02_offset": (
-        "图层疑似为 GCJ-02（高德/腾讯）坐标却按 WGS84 读取：到道路距离的下四分位数按原样为 "
-        "{m_given} 米，按 GCJ-02 转换后为 {m_shifted} 米；请用 source_crs='GCJ-02' 读取"
-    ),
-    "bd09_offset": (
-        "图层疑似为 BD-09（百度）坐标却按 WGS84 读取：到道路距离的下四分位数按原样为 "
-        "{m_given} 米，按 BD-09 转换后为 {m_shifted} 米；请用 source_crs='BD-09' 读取"
-    ),
-}
-_TYPE_ZH = {
-    "int": "整数",
-    "float": "数值",
-    "str": "文本",
-    "bool": "是/否",
-    "date": "日期(YYYY-MM-DD)",
-    "list": "列表",
-}
-
-
-def _record_zh(record: str) -> tuple[str, LayerKind | None]:
-    match = re.fullmatch(r"(\w+) '(.*)'", record, flags=re.S)
-    if match:
-        name, ident = match.groups()
-        if name == "layer":
-            return f"图层 '{ident}'", None
-        try:
-            spec = get_kind(name)
-        except KeyError:
-            return record, None
-        return f"{spec.label_zh} '{ident}'", spec
-    match = re.fullmatch(r"row (\d+)", record)
-    if match:
-        return f"第 {match.group(1)} 行", None
-    return record, None
-
-
-def format_report(
-    problems: Sequence[Problem], *, lang: str = "zh", kind: str | LayerKind | None = None
-) -> str:
-    """A readable report of ``problems``: Simplified Chinese by default, English with lang='en'.
-
-    ``kind`` lets the Chinese report use field labels for records named by row number.
-    """
-    if lang not in ("zh", "en"):
-        msg = f"lang must be 'zh' or 'en', got {lang!r}"
-        raise ValueError(msg)
-    if not problems:
-        return "未发现问题。" if lang == "zh" else "No problems found."
-    head = (
-        f"发现 {len(problems)} 个问题：" if lang == "zh" else f"{len(problems)} problem(s) found:"
-    )
-    lines = [head]
-    default_kind = _kind(kind) if kind is not None else None
-    for problem in problems:
-        if lang == "en":
-            lines.append(f"  - {problem}")
-            continue
-        record, spec = _record_zh(problem.record)
-        spec = spec or default_kind
-        label = problem.field
-        field_type = ""
-        choices: dict[str, tuple[str, str]] = {}
-        if spec is not None:
-            try:
-                field_spec = spec.field(problem.field)
-                label, field_type = field_spec.label_zh, field_spec.type
-                choices = field_spec.choices or {}
-            except KeyError:
-                pass
-        template = _ZH_TEMPLATES.get(problem.code)
-        if template is None:
-            lines.append(f"  - {record}：{problem}")
-            continue
-        allowed = problem.expected.removeprefix("one of: ")
-        if choices:
-            allowed = "、".join(f"{code}（{choices[code][0]}）" for code in choices)
-        rows = re.search(r"rows ([\d, ]+)", problem.found)
-        metres = re.findall(r"(\d+) m\b", problem.found) + ["?", "?"]
-        text = template.replace(
-            "「{label}」({field})",
-            "「{label}」" if label == problem.field else "「{label}」({field})",
-        ).format(
-            label=label,
-            field=problem.field,
-            expected=problem.expected,
-            found=problem.found,
-            type_zh=_TYPE_ZH.get(field_type, problem.expected),
-            allowed=allowed,
-            rows=rows.group(1).replace(", ", "、") if rows else problem.found,
-            m_given=metres[0],
-            m_shifted=metres[1],
-        )
-        lines.append(f"  - {record}：{text}")
-    return "\n".join(lines)
-
-
-def validate_file(path: str | Path, *, kind: str, **read_kwargs: Any) -> list[Problem]:
-    """Read ``path`` as a layer of ``kind`` and return every problem (``geo-minzheng validate``).
-
-    Reading errors that stop the file from being read at all (unknown format, no CRS) are raised;
-    problems with records are returned, never raised.
-    """
-    from geo_minzheng import io as gm_io
-
-    gdf = gm_io.read_layer(path, kind=kind, validate=False, **read_kwargs)
-    return validate(gdf, kind, layer=gdf.attrs.get("layer"))

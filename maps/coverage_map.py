@@ -11,7 +11,6 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from geo_minzheng import isochrones
 from geo_minzheng.coverage import CoverageResult
 from geo_minzheng.kinds import ELDERCARE_CATEGORIES
 from maps import render
@@ -108,13 +107,13 @@ def _panel(m: folium.Map, table_html: str, note: str) -> None:
  text-align:right}}#gm-coverage-panel td:first-child{{text-align:left}}
  #gm-coverage-panel caption{{font-weight:bold;text-align:left}}</style>
 {table_html}<div class="gm-coverage-note" style="color:#555">{html.escape(note)}</div></div>"""
-    m.get_root().html.add_child(folium.Element(panel))
+    render.add_html(m, panel)
 
 
 def coverage_map(
     result: CoverageResult,
-    engine: Any,
     facilities: Mapping[str, gpd.GeoDataFrame],
+    areas: gpd.GeoDataFrame,
     *,
     kind: str | None = None,
     gdf_units: gpd.GeoDataFrame | None = None,
@@ -122,7 +121,6 @@ def coverage_map(
     lang: str = "zh",
     basemap: str | Sequence[str] = "osm",
     title: str | None = None,
-    max_snap_m: float = 300.0,
 ) -> folium.Map:
     """A folium map of one kind's coverage: service areas per break, demand, gaps, sites, table.
 
@@ -130,10 +128,11 @@ def coverage_map(
     ----------
     result
         From :func:`geo_minzheng.coverage.analyze`.
-    engine
-        The engine the result was computed on (for the isochrones).
     facilities
         The same facility layers by kind as given to ``analyze``.
+    areas
+        The kind's service bands, one per break (``break_min``, WGS84), from
+        :func:`geo_minzheng.workflows.service_areas` or ``CoverageRun.service_areas``.
     kind
         Which kind to draw; default the first one of the result.
     gdf_units
@@ -161,25 +160,20 @@ def coverage_map(
             lang=lang,
         )
     fac = facilities[kind]
-    if len(fac):
-        snapped = engine.snap(fac, id_field="id", max_snap_m=max_snap_m)
-        areas = isochrones.service_areas(
-            engine, snapped, breaks=[b * 60.0 for b in breaks], rings=True, dissolve=True
-        ).to_crs(4326)
-        for j in range(len(breaks) - 1, -1, -1):  # outer bands first so inner ones sit on top
-            band = areas.iloc[[j]].assign(break_min=breaks[j])[["break_min", "geometry"]]
-            name = _t("band", lang, b=f"{breaks[j]:g}")
-            colour = _BAND_COLOURS[min(j, len(_BAND_COLOURS) - 1)]
-            render.add_layer(
-                m,
-                band,
-                kind=None,
-                title=name,
-                lang=lang,
-                legend=False,
-                style={"color": colour, "fillColor": colour, "fillOpacity": 0.35, "weight": 0.5},
-            )
-            legend.append(render.LegendItem(name, colour, "polygon", colour, 0.5))
+    for j in range(len(areas) - 1, -1, -1):  # outer bands first so inner ones sit on top
+        band = areas.iloc[[j]][["break_min", "geometry"]]
+        name = _t("band", lang, b=f"{float(band['break_min'].iloc[0]):g}")
+        colour = _BAND_COLOURS[min(j, len(_BAND_COLOURS) - 1)]
+        render.add_layer(
+            m,
+            band,
+            kind=None,
+            title=name,
+            lang=lang,
+            legend=False,
+            style={"color": colour, "fillColor": colour, "fillOpacity": 0.35, "weight": 0.5},
+        )
+        legend.append(render.LegendItem(name, colour, "polygon", colour, 0.5))
     gaps = result.gaps[result.gaps["kind"] == kind]
     if len(gaps):
         shown = gpd.GeoDataFrame(

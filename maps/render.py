@@ -307,7 +307,8 @@ def new_map(
     state.lang = lang
     state.title = title
     if bounds is not None:
-        _fit(m, [tuple(float(b) for b in bounds)])  # type: ignore[misc]
+        minx, miny, maxx, maxy = (float(b) for b in bounds)
+        _fit(m, [(minx, miny, maxx, maxy)])
     return m
 
 
@@ -347,6 +348,11 @@ def add_legend(
         else:
             label, color = item
             state.legend.append(LegendItem(str(label), str(color)))
+
+
+def add_html(m: folium.Map, markup: str) -> None:
+    """Add ``markup`` (a panel, a table) to the page body of map ``m``."""
+    assets.map_figure(m).html.add_child(folium.Element(markup))
 
 
 def mark_scenario(m: folium.Map) -> None:
@@ -544,7 +550,9 @@ def _demand_styles(
             )
         )
     area_pop = pop[~is_point & np.isfinite(pop)]
-    breaks = np.unique(np.quantile(area_pop, np.linspace(0, 1, 6))) if area_pop.size else []
+    breaks: np.ndarray = (
+        np.unique(np.quantile(area_pop, np.linspace(0, 1, 6))) if area_pop.size else np.empty(0)
+    )
     n_classes = max(len(breaks) - 1, 1)
     ramp = _DEMAND_RAMP[-n_classes:] if n_classes < len(_DEMAND_RAMP) else _DEMAND_RAMP
     for lo, hi, colour in zip(breaks[:-1], breaks[1:], ramp, strict=False):

@@ -18,7 +18,7 @@ from access import weights as access_weights
 from conftest import CHANGCHUN, DEMO_DATA
 from spopt.locate import MCLP
 
-from geo_minzheng import coverage, network, siting
+from geo_minzheng import accessibility, compliance, coverage, network, siting, workflows
 from geo_minzheng._errors import LayerValidationError
 from geo_minzheng.engine import Engine
 
@@ -270,7 +270,7 @@ def test_demo_units_by_spatial_join_match_admin_codes(engine, demo) -> None:
 
 def test_demo_compliance(demo) -> None:
     layers, res = demo["layers"], demo["result"]
-    table = coverage.compliance(res, layers["districts"], layers["eldercare"], province="jilin")
+    table = compliance.compliance(res, layers["districts"], layers["eldercare"], province="jilin")
     checks = set(table["check"])
     assert checks == {
         "floor_area_per_100_households",
@@ -311,7 +311,7 @@ def test_compliance_estimates_households_and_says_so(demo) -> None:
         res.not_snapped,
         res.provenance,
     )
-    table = coverage.compliance(res2, units, layers["eldercare"], coverage_kind=None)
+    table = compliance.compliance(res2, units, layers["eldercare"], coverage_kind=None)
     fa = table[table["check"] == "floor_area_per_100_households"].set_index("unit")
     assert fa["households_source"].str.contains("2.62").all()
     code = "220102"
@@ -353,7 +353,7 @@ def test_two_step_fca_matches_pysal_access(engine, node_layers, steps) -> None:
     dem = engine.snap(demand, id_field="id")
     fac = engine.snap(supply, id_field="id")
     cost = engine.od_matrix(dem, fac, cutoff=1200.0).to_dense()
-    ours = coverage.accessibility(
+    ours = accessibility.accessibility(
         demand, supply, engine, capacity_field="beds", max_cost_min=15.0, weights=steps
     )
     demand_df = pd.DataFrame(
@@ -380,10 +380,12 @@ def test_two_step_fca_matches_pysal_access(engine, node_layers, steps) -> None:
 def test_two_step_fca_core_by_hand() -> None:
     # two demand points, two facilities; d0 reaches both, d1 reaches only f1
     cost = np.array([[1.0, 2.0], [np.inf, 1.0]])
-    acc, ratio = coverage.two_step_fca(cost, [100, 300], [10, 20], max_cost=5)
+    acc, ratio = accessibility.two_step_fca(cost, [100, 300], [10, 20], max_cost=5)
     assert ratio == pytest.approx([10 / 100, 20 / 400])
     assert acc == pytest.approx([0.1 + 0.05, 0.05])
-    acc_w, _ = coverage.two_step_fca(cost, [100, 300], [10, 20], max_cost=5, weights={1: 1, 2: 0.5})
+    acc_w, _ = accessibility.two_step_fca(
+        cost, [100, 300], [10, 20], max_cost=5, weights={1: 1, 2: 0.5}
+    )
     # f0 demand 100*1, f1 demand 100*0.5 + 300*1 = 350
     assert acc_w == pytest.approx([10 / 100 + 0.5 * 20 / 350, 20 / 350])
 
@@ -431,10 +433,11 @@ def test_coverage_map_in_browser(chromium, engine, demo, tmp_path) -> None:
         k=3,
         gdf_existing=demo["facilities"][kind],
     ).sites
+    areas = workflows.service_areas(engine, demo["facilities"][kind])
     m = coverage_map.coverage_map(
         res,
-        engine,
         demo["facilities"],
+        areas,
         kind=kind,
         gdf_units=layers["districts"],
         sites=sites,

@@ -11,7 +11,7 @@ import shapely
 
 from geo_minzheng import network
 from geo_minzheng._errors import LayerValidationError, NetworkError, UnreachableError
-from geo_minzheng.engine import Barriers, Engine
+from geo_minzheng.engine import EPS_COST, Barriers, Engine, NetworkArrays, ranges
 from tests.conftest import CHANGCHUN, OSM_DIR
 
 TOL = 1e-6  # seconds; the engine clamps zero-cost virtual edges to 1e-9
@@ -362,3 +362,107 @@ def test_queries_keep_no_point_sets_or_barriers_alive(walk) -> None:
     del src, tgt, barriers, first, again
     gc.collect()
     assert [r() for r in refs] == [None, None, None]
+
+
+def test_network_arrays_are_a_read_only_view_of_the_edges(drive) -> None:
+    """The view isochrones read (out-edges, twins, vertices, segments): checked against the
+    edges' own geometries and end nodes, one by one; read-only, shared, built once."""
+    eng = Engine.from_graph(drive)  # one-way streets: edges without a twin
+    a = eng.arrays
+    assert isinstance(a, NetworkArrays) and eng.arrays is a
+    arrays = [getattr(a, f) for f in NetworkArrays.__dataclass_fields__ if f != "segment_tree"]
+    assert not any(x.flags.writeable for x in arrays)
+    with pytest.raises(ValueError, match="read-only"):
+        a.twin[0] = 5
+    assert np.shares_memory(a.u, eng.u) and np.shares_memory(a.v, eng.v)
+    assert eng.u.flags.writeable  # the engine's own arrays are untouched
+    n_edges = len(eng.u)
+    # out-edges: every edge once, grouped by start node, in edge order within a node
+    assert sorted(a.out_edges.tolist()) == list(range(n_edges))
+    starts = np.repeat(np.arange(eng.n_nodes), np.diff(a.out_ptr))
+    assert (eng.u[a.out_edges] == starts).all()
+    for k in range(0, eng.n_nodes, 97):
+        assert a.out_edges[a.out_ptr[k] : a.out_ptr[k + 1]].tolist() == (
+            np.flatnonzero(eng.u == k).tolist()
+        )
+    # twins: the reverse edge over the same line (the same vertices backwards), -1 for none
+    reverse = {}
+    for e in range(n_edges):
+        key = (int(eng.v[e]), int(eng.u[e]), shapely.reverse(eng.geometry[e]).wkb)
+        reverse.setdefault(key, e)
+    has_twin = 0
+    for e in range(n_edges):
+        t = int(a.twin[e])
+        mine = reverse.get((int(eng.u[e]), int(eng.v[e]), eng.geometry[e].wkb))
+        if t < 0:
+            assert mine is None
+        else:
+            has_twin += 1
+            assert (eng.u[t], eng.v[t]) == (eng.v[e], eng.u[e])
+            assert shapely.equals_exact(shapely.reverse(eng.geometry[t]), eng.geometry[e], 1e-6)
+    assert 0 < has_twin < n_edges
+    # vertices and arc lengths of every edge geometry
+    for e in range(0, n_edges, 41):
+        xy = a.vertex_xy[a.vertex_ptr[e] : a.vertex_ptr[e + 1]]
+        np.testing.assert_array_equal(xy, shapely.get_coordinates(eng.geometry[e]))
+        arc = a.vertex_arc_m[a.vertex_ptr[e] : a.vertex_ptr[e + 1]]
+        assert arc[0] == 0.0
+        assert arc[-1] == pytest.approx(eng.geometry[e].length, rel=1e-9)
+    # one segment per twin pair, indexed by the tree
+    assert len(a.segment_geometry) == n_edges - has_twin // 2
+    probe = shapely.buffer(eng.geometry[0], 1.0)
+    hits = a.segment_tree.query(probe, predicate="intersects")
+    assert shapely.intersects(a.segment_geometry[hits], probe).all() and len(hits) >= 1
+
+
+def test_point_edges_locate_each_point_on_its_edges(walk) -> None:
+    eng = Engine.from_graph(walk)
+    pts = eng.snap(_points(walk, 60, 21, "P"))
+    pe = eng.point_edges(pts)
+    assert eng.point_edges(pts) is pe  # kept with the points
+    assert not any(x.flags.writeable for x in pe)
+    assert (np.diff(pe.point) >= 0).all() and set(pe.point.tolist()) == set(range(len(pts)))
+    # the point lies on each of its edges at that fraction (both directions of a street)
+    along = pe.fraction * shapely.length(eng.geometry[pe.edge])
+    np.testing.assert_allclose(eng.interpolate(pe.edge, along), pts.snapped_xy[pe.point], atol=1e-6)
+    with pytest.raises(NetworkError, match="another engine"):
+        Engine.from_graph(walk).point_edges(pts)
+
+
+def test_subset_and_ranges(walk) -> None:
+    eng = Engine.from_graph(walk)
+    pts = eng.snap(_points(walk, 40, 5, "P"))
+    part = pts.subset(slice(3, 9))
+    assert part.ids.tolist() == pts.ids[3:9].tolist()
+    assert np.shares_memory(part.snapped_xy, pts.snapped_xy)  # views, no copy
+    picked = pts.subset(np.array([7, 2]))
+    assert picked.ids.tolist() == [pts.ids[7], pts.ids[2]]
+    whole = eng.nearest(pts, pts)
+    assert (eng.nearest(part, pts)["cost"] >= whole["cost"] - TOL).all()
+    pd.testing.assert_frame_equal(eng.nearest(pts, part), whole.iloc[3:9])
+    starts, counts = np.array([5, 0, 9, 2]), np.array([3, 0, 1, 4])
+    want = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts, strict=True)])
+    np.testing.assert_array_equal(ranges(starts, counts), want)
+    assert eng.cost.min() >= EPS_COST > 0
+
+
+def test_derived_state_lives_on_the_engine_and_pickles_empty(walk) -> None:
+    """Per-engine state of other modules (isochrones' road raster) is kept on the engine,
+    under its own lock; a pickled engine comes back with none of it, and works."""
+    import pickle
+
+    eng = Engine.from_graph(walk)
+    blocks = eng.derived.entry(("test.blocks", 20.0), dict)
+    blocks[(0, 0)] = np.zeros(3)
+    assert eng.derived.entry(("test.blocks", 20.0), dict) is blocks
+    assert ("test.blocks", 20.0) in eng.derived
+    assert ("test.blocks", 10.0) not in eng.derived
+    assert Engine.from_graph(walk).derived is not eng.derived
+    with eng.derived.lock, eng.derived.lock:  # re-entrant: fill while holding it
+        eng.derived.entry(("test.other",), list).append(1)
+    _ = eng.arrays
+    copy = pickle.loads(pickle.dumps(eng))
+    assert ("test.blocks", 20.0) not in copy.derived
+    np.testing.assert_array_equal(copy.arrays.twin, eng.arrays.twin)
+    pts = copy.snap(_points(walk, 5, 3, "P"))
+    assert len(copy.nearest(pts, pts)) == len(pts)

@@ -11,7 +11,7 @@ from shapely.ops import substring
 
 from geo_minzheng import isochrones, network
 from geo_minzheng._errors import NetworkError
-from geo_minzheng.engine import Barriers, Engine, _subset
+from geo_minzheng.engine import Barriers, Engine
 from geo_minzheng.isochrones import service_areas
 from tests.conftest import CHANGCHUN
 
@@ -332,5 +332,33 @@ def test_a_facility_has_the_same_polygons_alone_as_in_a_request(engine, walk) ->
     breaks = (300, 600, 900)
     together = service_areas(engine, pts, breaks=breaks).geometry.to_numpy().reshape(len(pts), 3)
     for i in range(0, len(pts), 8):
-        alone = service_areas(engine, _subset(pts, slice(i, i + 1)), breaks=breaks)
+        alone = service_areas(engine, pts.subset(slice(i, i + 1)), breaks=breaks)
         assert shapely.equals_exact(together[i], alone.geometry.to_numpy(), tolerance=1e-6).all()
+
+
+def test_road_raster_is_kept_on_the_engine_and_dropped_with_it(walk) -> None:
+    """The road blocks live on their engine (``engine.derived``), one set per cell size, not in
+    a module-global registry: a dropped engine takes its raster with it."""
+    import gc
+    import weakref
+
+    eng = Engine.from_graph(walk)
+    pts = eng.snap(_at_nodes(walk, list(walk.nodes)[:3]))
+    key = (isochrones._ROAD_BLOCKS_KEY, CELL_M)
+    assert key not in eng.derived
+    first = service_areas(eng, pts, breaks=(600,))
+    assert key in eng.derived
+    blocks = eng.derived.entry(key, dict)
+    side = isochrones._BLOCK
+    assert blocks and all(b.shape == (side, side) for b in blocks.values())
+    n_blocks = len(blocks)
+    again = service_areas(eng, pts, breaks=(600,))  # drawn blocks are reused, not redrawn
+    assert len(eng.derived.entry(key, dict)) == n_blocks
+    assert shapely.equals_exact(first.geometry.to_numpy(), again.geometry.to_numpy(), 0.0).all()
+    service_areas(eng, pts, breaks=(600,), cell_m=15.0)
+    assert (isochrones._ROAD_BLOCKS_KEY, 15.0) in eng.derived
+    assert not any(isinstance(v, weakref.WeakKeyDictionary) for v in vars(isochrones).values())
+    ref = weakref.ref(eng)
+    del eng, pts, blocks
+    gc.collect()
+    assert ref() is None

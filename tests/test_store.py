@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -407,6 +408,26 @@ def test_unknown_ids_and_bad_urls(store: Store, tmp_path: Path) -> None:
         open_store("mysql://x")
     with pytest.raises(StoreError, match="folder of the GeoPackage store does not exist"):
         open_store(f"gpkg://{tmp_path}/missing/store.gpkg")
+
+
+def test_one_module_per_backend_and_psycopg_only_when_used(tmp_path: Path) -> None:
+    """store/ keeps the common base, GeoPackage and PostGIS apart; open_store picks by URL."""
+    from geo_minzheng.store import base, gpkg, postgis
+
+    assert issubclass(gpkg.GeoPackageStore, base.Store)
+    assert issubclass(postgis.PostGISStore, base.Store)
+    assert GeoPackageStore is gpkg.GeoPackageStore and Store is base.Store
+    with open_store(tmp_path / "plain.gpkg") as opened:
+        assert type(opened) is gpkg.GeoPackageStore
+    # PostGIS is optional: importing the store (and its PostGIS module) never loads psycopg
+    code = (
+        "import sys, geo_minzheng.store, geo_minzheng.store.postgis; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg', 'psycopg_pool')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
 
 
 # ------------------------------------------------------------------------------------------------

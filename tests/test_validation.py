@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import geopandas as gpd
@@ -11,16 +14,16 @@ import pytest
 import shapely
 from conftest import CHANGCHUN
 
-from geo_minzheng import crs, io
+from geo_minzheng import crs, io, validation
 from geo_minzheng._errors import LayerValidationError, Problem
+from geo_minzheng.io import validate_file
+from geo_minzheng.reports import format_report
 from geo_minzheng.validation import (
     alignment_offsets,
     check,
     check_alignment,
-    format_report,
     repair_geometries,
     validate,
-    validate_file,
 )
 
 
@@ -321,6 +324,27 @@ def test_validate_file_returns_problems(tmp_path: Path) -> None:
     assert [(p.record, p.field, p.code) for p in problems] == [
         ("community_service_room 'R1'", "floor_area_m2", "out_of_range")
     ]
+
+
+def test_validation_imports_neither_io_nor_reports() -> None:
+    """The rules module stands alone: io imports it one way, reports words its problems."""
+    source = Path(validation.__file__).read_text(encoding="utf-8")
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source)):  # function-level imports count too
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    assert not imported & {"geo_minzheng.io", "geo_minzheng.reports"}, sorted(imported)
+    # and importing it in a fresh interpreter loads neither
+    code = (
+        "import sys, geo_minzheng.validation; print(sorted(m for m in sys.modules if m in "
+        "('geo_minzheng.io', 'geo_minzheng.reports')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
 
 
 def _districts(*, convert: bool) -> gpd.GeoDataFrame:

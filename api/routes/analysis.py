@@ -1,9 +1,10 @@
 """Analysis endpoints: an isochrone for a clicked point (immediate), coverage and siting (jobs).
 
-Each analysis takes layer IDs from the store and/or inline GeoJSON (bounded in size), runs the
-core library on the walk network built once at start, and returns GeoJSON in WGS84. New
-analyses (shelters, relief, boundaries) slot in as one request model, one ``_run_*`` function
-and one route each.
+Each analysis takes layer IDs from the store and/or inline GeoJSON (bounded in size), runs its
+workflow (:mod:`geo_minzheng.workflows`, which picks layers and defaults) on the network the
+service holds, and returns GeoJSON in WGS84. New analyses (shelters, relief, boundaries) slot in
+as one request model that builds the workflow's parameters, one ``_run_*`` function and one
+route each (docs/workflows.md).
 """
 
 from __future__ import annotations
@@ -23,25 +24,59 @@ from api.errors import ApiProblem
 from api.jobs import Progress
 from api.models import PROBLEM_RESPONSES, JobStatus, Link, ProblemDetail
 from api.state import AppState, State
+from geo_minzheng import params, workflows
 from geo_minzheng._errors import UnreachableError
+from geo_minzheng.kinds import ELDERCARE_CATEGORIES
 from geo_minzheng.store import VERSION_COLUMN
 
 router = APIRouter(tags=["分析 / analysis"])
 
 GEOJSON = "application/geo+json"
+#: Every parameter's default, rule and unit come from geo_minzheng.params (one definition).
 _BREAKS_FIELD = Field(
-    default=[5.0, 10.0, 15.0],
+    default=list(params.DEFAULT_BREAKS_MIN),
     min_length=1,
-    max_length=6,
-    description="步行时间分段（分钟）/ walking-time breaks in minutes, 0 < b <= 60",
+    max_length=params.MAX_BREAKS,
+    description=params.BREAKS_DESCRIPTION,
+)
+_BREAK_FIELD = Field(
+    default=max(params.DEFAULT_BREAKS_MIN),
+    gt=0,
+    le=params.MAX_BREAK_MIN,
+    description="时间阈值（分钟）/ time break in minutes",
+)
+_SNAP_FIELD = Field(
+    default=params.DEFAULT_MAX_SNAP_M,
+    gt=0,
+    le=2000,
+    description="离道路的最大吸附距离（米）/ farthest a point may lie from a road, metres",
 )
 
 
 def _check_breaks(value: list[float]) -> list[float]:
-    if any(not math.isfinite(b) or b <= 0 or b > 60 for b in value):
-        msg = f"breaks must be minutes in (0, 60], got {value}"
-        raise ValueError(msg)
-    return sorted(set(value))
+    return list(params.check_breaks_min(value))
+
+
+class NetworkOptions(BaseModel):
+    """The street network an analysis runs on; defaults from the service settings."""
+
+    profile: Literal["walk", "drive"] | None = Field(
+        default=None, description=params.PROFILE_DESCRIPTION + "（默认：服务设置 / settings）"
+    )
+    walk_speed_mps: float | None = Field(
+        default=None,
+        ge=params.MIN_WALK_SPEED_MPS,
+        le=params.MAX_WALK_SPEED_MPS,
+        description=params.WALK_SPEED_DESCRIPTION + "（默认：服务设置 / settings）",
+    )
+
+    def network_params(self, state: AppState) -> workflows.NetworkParams:
+        """These options over the settings' defaults."""
+        settings = state.settings
+        return workflows.NetworkParams(
+            profile=self.profile or settings.network_profile,
+            walk_speed_mps=self.walk_speed_mps or settings.walk_speed_mps,
+        )
 
 
 class GeoJSONFeatureCollection(BaseModel):
@@ -53,7 +88,7 @@ class GeoJSONFeatureCollection(BaseModel):
     features: list[dict[str, Any]] = Field(max_length=100_000)
 
 
-class IsochroneRequest(BaseModel):
+class IsochroneRequest(NetworkOptions):
     """A clicked point and the walking-time breaks."""
 
     model_config = ConfigDict(extra="forbid")
@@ -61,13 +96,13 @@ class IsochroneRequest(BaseModel):
     lon: float = Field(ge=-180, le=180, description="经度 / longitude (WGS84)")
     lat: float = Field(ge=-90, le=90, description="纬度 / latitude (WGS84)")
     breaks_min: list[float] = _BREAKS_FIELD
-    max_snap_m: float = Field(default=300.0, gt=0, le=2000)
+    max_snap_m: float = _SNAP_FIELD
 
     _breaks = field_validator("breaks_min")(_check_breaks)
 
 
-class CoverageRequest(BaseModel):
-    """Coverage of demand by facility layers within walking-time breaks."""
+class CoverageRequest(NetworkOptions):
+    """Coverage of demand by facility layers within walking-time breaks (coverage workflow)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -77,23 +112,71 @@ class CoverageRequest(BaseModel):
     facilities: GeoJSONFeatureCollection | None = None
     units_layer: str | None = Field(default=None, max_length=64)
     breaks_min: list[float] = _BREAKS_FIELD
+    categories: list[Literal[tuple(ELDERCARE_CATEGORIES)]] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="养老设施类别，各为一个覆盖类型（默认：全部）/ eldercare categories to cover "
+        "(default: every category in the layer)",
+    )
+    kind: str = Field(
+        default=params.DEFAULT_COVERAGE_KIND,
+        max_length=64,
+        description="新增选址的设施类型 / facility kind new sites are proposed for",
+    )
+    new_sites: int = Field(
+        default=params.DEFAULT_NEW_SITES,
+        ge=0,
+        le=params.MAX_NEW_SITES,
+        description="建议新增选址数（0：不选址）/ new sites to propose (0: none)",
+    )
+    max_snap_m: float = _SNAP_FIELD
 
     _breaks = field_validator("breaks_min")(_check_breaks)
 
+    def coverage_params(self) -> workflows.CoverageParams:
+        return workflows.CoverageParams(
+            breaks_min=tuple(self.breaks_min),
+            categories=tuple(self.categories) if self.categories is not None else None,
+            kind=self.kind,
+            new_sites=self.new_sites,
+            max_snap_m=self.max_snap_m,
+            demand_layer=self.demand_layer,
+            facility_layers=tuple(self.facility_layers) if self.facility_layers else None,
+            units_layer=self.units_layer,
+        )
 
-class SitingRequest(BaseModel):
+
+class SitingRequest(NetworkOptions):
     """Where to add facilities: maximal covering (k sites) or minimal cover (all demand)."""
 
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["maximal_covering", "minimal_cover"] = "maximal_covering"
-    k: int = Field(default=3, ge=1, le=50, description="sites to add (maximal_covering)")
-    break_min: float = Field(default=15.0, gt=0, le=60)
+    k: int = Field(
+        default=params.DEFAULT_NEW_SITES,
+        ge=1,
+        le=params.MAX_NEW_SITES,
+        description="sites to add (maximal_covering)",
+    )
+    break_min: float = _BREAK_FIELD
+    max_snap_m: float = _SNAP_FIELD
     demand_layer: str | None = Field(default=None, max_length=64)
     demand: GeoJSONFeatureCollection | None = None
     existing_layers: list[str] | None = Field(default=None, max_length=10)
     candidates_layer: str | None = Field(default=None, max_length=64)
     candidates: GeoJSONFeatureCollection | None = None
+
+    def siting_params(self) -> workflows.SitingParams:
+        return workflows.SitingParams(
+            method=self.method,
+            k=self.k,
+            break_min=self.break_min,
+            max_snap_m=self.max_snap_m,
+            demand_layer=self.demand_layer,
+            candidates_layer=self.candidates_layer,
+            existing_layers=tuple(self.existing_layers)
+            if self.existing_layers is not None
+            else None,
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -137,48 +220,6 @@ def _inline(state: AppState, fc: GeoJSONFeatureCollection, *, name: str, kind: s
     return gdf
 
 
-def _layer(state: AppState, layer_id: str, *, kind: str | tuple[str, ...] | None = None):
-    store = state.store
-    info = store.layer(layer_id)
-    kinds = (kind,) if isinstance(kind, str) else kind
-    if kinds is not None and info.kind not in kinds:
-        msg = f"layer '{layer_id}' is of kind '{info.kind}'; expected {' or '.join(kinds)}"
-        raise ApiProblem(422, msg)
-    return store.read_layer(layer_id)
-
-
-def _default_layer(state: AppState, kind: str, what: str) -> str:
-    layer = state.layer_of_kind(kind)
-    if layer is None:
-        msg = f"no {what} given and the store has no layer of kind '{kind}'"
-        raise ApiProblem(422, msg)
-    return layer
-
-
-def _demand(state: AppState, layer: str | None, inline: GeoJSONFeatureCollection | None):
-    if inline is not None:
-        return _inline(state, inline, name="demand", kind="demand")
-    return _layer(state, layer or _default_layer(state, "demand", "demand"), kind="demand")
-
-
-def _facility_sets(state: AppState, layers: list[str]) -> dict[str, gpd.GeoDataFrame]:
-    """Facility layers split into coverage kinds (eldercare by category; rooms as one)."""
-    from geo_minzheng import coverage
-
-    out: dict[str, gpd.GeoDataFrame] = {}
-    for layer_id in layers:
-        gdf = _layer(state, layer_id)
-        kind = state.store.layer(layer_id).kind
-        if kind == "eldercare_center":
-            out |= coverage.facility_kinds(gdf_eldercare=gdf, categories=None)
-        elif kind == "community_service_room":
-            out |= coverage.facility_kinds(gdf_service_rooms=gdf)
-        else:
-            open_ = gdf[~gdf.get("status", pd.Series(index=gdf.index)).isin(["closed", "planned"])]
-            out[layer_id] = open_.copy()
-    return out
-
-
 # ------------------------------------------------------------------------------------------------
 # Isochrone (immediate)
 # ------------------------------------------------------------------------------------------------
@@ -196,7 +237,7 @@ def _facility_sets(state: AppState, layers: list[str]) -> dict[str, gpd.GeoDataF
 def isochrone(body: IsochroneRequest, state: State, _: Viewer) -> JSONResponse:
     from geo_minzheng import isochrones
 
-    engine = state.network.get(timeout_s=120)
+    engine = state.network.get(body.network_params(state), timeout_s=120)
     snapped = engine.snap_xy([body.lon], [body.lat], crs="EPSG:4326", max_snap_m=body.max_snap_m)
     if len(snapped.ids) == 0:
         far = snapped.too_far["distance_m"].iloc[0] if len(snapped.too_far) else float("nan")
@@ -206,10 +247,11 @@ def isochrone(body: IsochroneRequest, state: State, _: Viewer) -> JSONResponse:
         )
         raise UnreachableError(msg)
     areas = isochrones.service_areas(
-        engine, snapped, breaks=[b * 60.0 for b in body.breaks_min], rings=False
+        engine, snapped, breaks=params.breaks_to_s(body.breaks_min), rings=False
     )
     areas = areas.to_crs(4326)
-    areas = areas.assign(break_min=areas["break"] / 60.0).drop(columns=["break", "facility_id"])
+    areas = areas.assign(break_min=[params.s_to_minutes(b) for b in areas["break"]])
+    areas = areas.drop(columns=["break", "facility_id"])
     areas = areas.sort_values("break_min", ascending=False).reset_index(drop=True)
     body_out = _frame_geojson(areas)
     body_out["properties"] = {
@@ -226,74 +268,48 @@ def isochrone(body: IsochroneRequest, state: State, _: Viewer) -> JSONResponse:
 
 
 def _run_coverage(state: AppState, body: CoverageRequest, progress: Progress) -> dict[str, Any]:
-    from geo_minzheng import coverage
-
-    progress(0.05, "读取图层 / reading layers")
-    demand = _demand(state, body.demand_layer, body.demand)
-    if body.facilities is not None:
-        facilities = {"facilities": _inline(state, body.facilities, name="facilities", kind=None)}
-    else:
-        layers = body.facility_layers or [
-            lid
-            for lid in (
-                state.layer_of_kind("eldercare_center"),
-                state.layer_of_kind("community_service_room"),
-            )
-            if lid
-        ]
-        if not layers:
-            msg = "no facility layers given and the store has no eldercare or service-room layer"
-            raise ApiProblem(422, msg)
-        facilities = _facility_sets(state, layers)
-    units_id = body.units_layer or state.layer_of_kind("admin_unit")
-    units = _layer(state, units_id, kind="admin_unit") if units_id else None
-    progress(0.2, "准备路网 / preparing the walk network")
-    engine = state.network.get()
-    progress(0.4, "计算覆盖 / computing coverage")
-    result = coverage.analyze(
-        demand, facilities, engine, breaks_min=body.breaks_min, gdf_units=units
+    demand = _inline(state, body.demand, name="demand", kind="demand") if body.demand else None
+    facilities = (
+        _inline(state, body.facilities, name="facilities", kind=None) if body.facilities else None
     )
-    progress(0.9, "整理结果 / writing the result")
+    progress(0.02, "准备路网 / preparing the network")
+    engine = state.network.get(body.network_params(state))
+    run = workflows.run_coverage(
+        state.workflow_layers(),
+        engine,
+        body.coverage_params(),
+        gdf_demand=demand,
+        gdf_facilities=facilities,
+        progress=progress,
+    )
+    result = run.result
     out = _frame_geojson(result.demand)
     out["summary"] = _records(result.table)
     out["gaps"] = _frame_geojson(result.gaps)
     out["not_snapped"] = _records(result.not_snapped)
+    if run.compliance is not None:
+        out["compliance"] = _records(run.compliance)
+    if run.sites is not None:
+        out["sites"] = _frame_geojson(run.sites.sites)
     out["provenance"] = _jsonable(result.provenance)
     return out
 
 
 def _run_siting(state: AppState, body: SitingRequest, progress: Progress) -> dict[str, Any]:
-    from geo_minzheng import siting
-
-    progress(0.05, "读取图层 / reading layers")
-    demand = _demand(state, body.demand_layer, body.demand)
-    if body.candidates is not None:
-        candidates = _inline(state, body.candidates, name="candidates", kind=None)
-    elif body.candidates_layer is not None:
-        candidates = _layer(state, body.candidates_layer)
-    else:
-        raise ApiProblem(422, "give candidate sites: 'candidates' (GeoJSON) or 'candidates_layer'")
-    existing_ids = body.existing_layers
-    if existing_ids is None:
-        existing_ids = [lid for lid in (state.layer_of_kind("eldercare_center"),) if lid]
-    frames = [_layer(state, lid) for lid in existing_ids]
-    existing = None
-    if frames:
-        existing = gpd.GeoDataFrame(
-            pd.concat([f[["id", "geometry"]] for f in frames], ignore_index=True), crs=4326
-        )
-        existing["id"] = [f"{i}" for i in range(len(existing))]
-    progress(0.2, "准备路网 / preparing the walk network")
-    engine = state.network.get()
-    progress(0.4, "求解选址 / solving")
-    if body.method == "maximal_covering":
-        result = siting.maximal_covering(
-            demand, candidates, engine, k=body.k, gdf_existing=existing, break_min=body.break_min
-        )
-    else:
-        result = siting.minimal_cover(
-            demand, candidates, engine, gdf_existing=existing, break_min=body.break_min
-        )
+    demand = _inline(state, body.demand, name="demand", kind="demand") if body.demand else None
+    candidates = (
+        _inline(state, body.candidates, name="candidates", kind=None) if body.candidates else None
+    )
+    progress(0.02, "准备路网 / preparing the network")
+    engine = state.network.get(body.network_params(state))
+    result = workflows.run_siting(
+        state.workflow_layers(),
+        engine,
+        body.siting_params(),
+        gdf_demand=demand,
+        gdf_candidates=candidates,
+        progress=progress,
+    )
     progress(0.9, "整理结果 / writing the result")
     out = _frame_geojson(result.sites)
     out["summary"] = _records(result.summary)
@@ -350,7 +366,15 @@ def _submit(request: Request, state: AppState, kind: str, task: Any) -> JSONResp
 
 
 def _prevalidate(state: AppState, body: CoverageRequest | SitingRequest) -> None:
-    """Fail fast (before queueing) on unknown layers and invalid inline GeoJSON."""
+    """Fail fast (before queueing) on bad parameters, unknown layers and invalid inline GeoJSON."""
+    try:
+        if isinstance(body, CoverageRequest):
+            body.coverage_params()
+        else:
+            body.siting_params()
+        body.network_params(state)
+    except ValueError as exc:
+        raise ApiProblem(422, str(exc)) from None
     for name in ("demand_layer", "units_layer", "candidates_layer"):
         layer_id = getattr(body, name, None)
         if layer_id is not None:

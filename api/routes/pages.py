@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from api.auth import Viewer
 from api.state import AppState, State
+from geo_minzheng import workflows
 
 router = APIRouter(tags=["地图 / maps"])
 
@@ -157,7 +158,10 @@ footer {{ color: #666; font-size: 13px; text-align: center; margin: 30px 0; }}
     description="Home page linking a web map per workflow; `?lang=en` for English.",
 )
 def home(request: Request, state: State, _: Viewer, lang: Lang = None) -> HTMLResponse:
-    lang = _lang(state, lang)
+    return HTMLResponse(_home_page(_lang(state, lang)))
+
+
+def _home_page(lang: str) -> str:
     other = "en" if lang == "zh" else "zh"
     cards = "".join(
         f'<div class="card"><h2><a id="map-{w.id}" href="/maps/{w.id}?lang={lang}">'
@@ -174,7 +178,7 @@ def home(request: Request, state: State, _: Viewer, lang: Lang = None) -> HTMLRe
         f'<a href="/api">OGC API</a></p></main>'
         "<footer>© OpenStreetMap contributors (ODbL) · geo-minzheng</footer>"
     )
-    return HTMLResponse(_page_shell(title, body, lang))
+    return _page_shell(title, body, lang)
 
 
 @router.get("/favicon.ico", include_in_schema=False)
@@ -311,37 +315,26 @@ def _layers_page(state: AppState, lang: str, basemap: list[str]) -> str:
 
 def _coverage_page(state: AppState, lang: str, basemap: list[str], kind: str | None) -> str:
     from api.errors import ApiProblem
-    from api.routes.analysis import _facility_sets
-    from geo_minzheng import coverage
     from maps import coverage_map
 
-    demand_id = state.layer_of_kind("demand")
-    facility_ids = [
-        lid
-        for lid in (
-            state.layer_of_kind("eldercare_center"),
-            state.layer_of_kind("community_service_room"),
-        )
-        if lid
-    ]
-    if demand_id is None or not facility_ids:
+    layers = state.workflow_layers()
+    if workflows.first_of_kind(layers, "demand") is None or not (
+        workflows.default_facility_layers(layers)
+    ):
         msg = "the coverage map needs a demand layer and an eldercare or service-room layer"
         raise ApiProblem(404, msg)
-    facilities = {k: v for k, v in _facility_sets(state, facility_ids).items() if len(v)}
+    p = workflows.CoverageParams(kind=kind) if kind else workflows.CoverageParams()
+    run = workflows.run_coverage(layers, state.network.get(), p)
+    facilities = {k: v for k, v in run.facilities.items() if len(v)}
     if kind is not None and kind not in facilities:
         msg = f"unknown facility kind '{kind}'; expected one of: {', '.join(facilities)}"
         raise ApiProblem(404, msg)
-    units_id = state.layer_of_kind("admin_unit")
-    units = state.store.read_layer(units_id) if units_id else None
-    demand = state.store.read_layer(demand_id)
-    demand.attrs["scenario"] = state.meta(demand_id).scenario
-    engine = state.network.get()
-    result = coverage.analyze(demand, facilities, engine, gdf_units=units)
+    current = run.shown_kind(kind)
     m = coverage_map.coverage_map(
-        result, engine, facilities, kind=kind, gdf_units=units, lang=lang,
+        run.result, facilities, run.service_areas(current), kind=current, gdf_units=run.gdf_units,
+        sites=run.sites.sites if run.sites is not None else None, lang=lang,
         basemap=_resolved(state, basemap),
     )  # fmt: skip
-    current = kind or result.kinds[0]
     links = " · ".join(
         f'<a class="gm-kind" href="/maps/coverage?lang={lang}&kind={k}"'
         f"{' style=font-weight:bold' if k == current else ''}>"

@@ -1,0 +1,595 @@
+"""Analysis workflows: the one place that turns layers and typed parameters into an analysis run.
+
+A workflow picks the layers an analysis needs by kind (or takes the IDs it is given), applies the
+one "open facility" rule (:func:`geo_minzheng.kinds.in_service`), fills every default from
+:mod:`geo_minzheng.params` and returns the analysis's result object. The CLI, the demo, the API
+jobs and the map pages all call these functions; none of them picks layers or defaults itself.
+
+Layers come from a :class:`LayerSource`: :class:`FrameLayers` over frames already read (a
+catalog's ``read_all``) or :class:`StoreLayers` over a store (the API). How to add an analysis:
+docs/workflows.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import geopandas as gpd
+import pandas as pd
+
+from geo_minzheng import params
+from geo_minzheng._errors import NetworkError, UnknownIdError
+from geo_minzheng.kinds import ELDERCARE_CATEGORIES, in_service
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from geo_minzheng import shelters
+    from geo_minzheng.coverage import CoverageResult
+    from geo_minzheng.engine import Engine
+    from geo_minzheng.siting import SitingResult
+    from geo_minzheng.store import Store
+
+#: Called with the fraction done (0-1) and a zh/en message; API jobs report it as progress.
+Progress = Callable[[float, str], None]
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    """Progress sink for runs nobody watches."""
+
+
+# --------------------------------------------------------------------------------------------
+# Where layers come from
+# --------------------------------------------------------------------------------------------
+
+
+class LayerSource(Protocol):
+    """Layers by ID and kind: a catalog's frames or a store."""
+
+    def ids_of_kind(self, kind: str) -> list[str]:
+        """IDs of the layers of ``kind``, in catalog/store order."""
+        ...
+
+    def kind_of(self, layer_id: str) -> str:
+        """The kind of ``layer_id``; UnknownIdError when there is no such layer."""
+        ...
+
+    def read(self, layer_id: str) -> gpd.GeoDataFrame:
+        """The layer's records (attrs carry ``kind`` and ``layer``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class FrameLayers:
+    """Layers already read into frames, keyed by layer ID (each frame's attrs name its kind)."""
+
+    frames: Mapping[str, gpd.GeoDataFrame]
+
+    def ids_of_kind(self, kind: str) -> list[str]:
+        return [lid for lid, gdf in self.frames.items() if gdf.attrs.get("kind") == kind]
+
+    def kind_of(self, layer_id: str) -> str:
+        return str(self.read(layer_id).attrs.get("kind"))
+
+    def read(self, layer_id: str) -> gpd.GeoDataFrame:
+        if layer_id not in self.frames:
+            msg = f"unknown layer '{layer_id}'; known: {', '.join(self.frames) or 'none'}"
+            raise UnknownIdError(msg)
+        return self.frames[layer_id]
+
+
+@dataclass(frozen=True)
+class StoreLayers:
+    """Layers of a store; ``scenario`` tells which layers are demo scenario data (for maps)."""
+
+    store: Store
+    scenario: Callable[[str], bool] = field(default=lambda layer_id: False)
+
+    def ids_of_kind(self, kind: str) -> list[str]:
+        return [info.id for info in self.store.list_layers() if info.kind == kind]
+
+    def kind_of(self, layer_id: str) -> str:
+        return self.store.layer(layer_id).kind
+
+    def read(self, layer_id: str) -> gpd.GeoDataFrame:
+        gdf = self.store.read_layer(layer_id)
+        gdf.attrs["scenario"] = bool(self.scenario(layer_id))
+        return gdf
+
+
+def first_of_kind(layers: LayerSource, kind: str) -> str | None:
+    """The first layer of ``kind``, or None."""
+    ids = layers.ids_of_kind(kind)
+    return ids[0] if ids else None
+
+
+def _layer_of(layers: LayerSource, layer_id: str, kinds: Sequence[str]) -> gpd.GeoDataFrame:
+    """Read ``layer_id``, checking that it is of one of ``kinds``."""
+    kind = layers.kind_of(layer_id)
+    if kind not in kinds:
+        msg = f"layer '{layer_id}' is of kind '{kind}'; expected {' or '.join(kinds)}"
+        raise ValueError(msg)
+    return layers.read(layer_id)
+
+
+def _required(layers: LayerSource, layer_id: str | None, kind: str, what: str) -> str:
+    """``layer_id``, else the first layer of ``kind``; ValueError when there is none."""
+    chosen = layer_id or first_of_kind(layers, kind)
+    if chosen is None:
+        msg = f"no {what} layer given and there is no layer of kind '{kind}'"
+        raise ValueError(msg)
+    return chosen
+
+
+# --------------------------------------------------------------------------------------------
+# The network
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NetworkParams:
+    """How the street network is built: profile and walking speed (checked by params)."""
+
+    profile: params.Profile = params.DEFAULT_PROFILE
+    walk_speed_mps: float = params.ELDERLY_WALK_SPEED_MPS
+
+    def __post_init__(self) -> None:
+        params.check_profile(self.profile)
+        object.__setattr__(self, "walk_speed_mps", params.check_walk_speed_mps(self.walk_speed_mps))
+
+
+def road_network(layers: LayerSource, net: NetworkParams | None = None) -> nx.MultiDiGraph:
+    """The network of the first road layer; NetworkError when there is none."""
+    from geo_minzheng import network
+
+    net = net or NetworkParams()
+    road_id = first_of_kind(layers, "road")
+    if road_id is None:
+        msg = "no road layer, so no street network: add a layer of kind 'road'"
+        raise NetworkError(msg)
+    G = network.from_road_layer(
+        layers.read(road_id), profile=net.profile, walk_speed_mps=net.walk_speed_mps
+    )
+    G.graph["road_layer"] = road_id
+    return G
+
+
+def engine_for(G: nx.MultiDiGraph) -> Engine:
+    """The shortest-path engine over ``G`` with costs in seconds (every analysis's unit)."""
+    from geo_minzheng.engine import Engine
+
+    return Engine.from_graph(G, weight="time_s")
+
+
+# --------------------------------------------------------------------------------------------
+# Coverage (with compliance and siting)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CoverageParams:
+    """Parameters of the coverage workflow; every default comes from :mod:`params`.
+
+    ``categories``: eldercare categories that each become a coverage kind (None: every category
+    present in the layer). ``kind``: the kind that new sites are proposed for and that maps show
+    first. ``new_sites``: k sites to propose among the candidate layer's records (0: none);
+    siting runs for eldercare categories, the candidates being community service rooms. Layer
+    IDs left None are the first layer of their kind.
+    """
+
+    breaks_min: tuple[float, ...] = params.DEFAULT_BREAKS_MIN
+    categories: tuple[str, ...] | None = params.DEFAULT_COVERAGE_CATEGORIES
+    kind: str = params.DEFAULT_COVERAGE_KIND
+    new_sites: int = params.DEFAULT_NEW_SITES
+    province: str = params.DEFAULT_PROVINCE
+    compliance: bool = True
+    max_snap_m: float = params.DEFAULT_MAX_SNAP_M
+    demand_layer: str | None = None
+    facility_layers: tuple[str, ...] | None = None
+    units_layer: str | None = None
+    candidates_layer: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "breaks_min", params.check_breaks_min(self.breaks_min))
+        params.check_new_sites(self.new_sites)
+        if self.categories is not None:
+            unknown = [c for c in self.categories if c not in ELDERCARE_CATEGORIES]
+            if unknown:
+                msg = (
+                    f"categories: unknown eldercare categories {unknown}; expected some of "
+                    f"{', '.join(ELDERCARE_CATEGORIES)}"
+                )
+                raise ValueError(msg)
+
+
+@dataclass
+class CoverageRun:
+    """A coverage run: the result, the inputs it used, compliance and proposed sites."""
+
+    params: CoverageParams
+    result: CoverageResult
+    engine: Engine
+    gdf_demand: gpd.GeoDataFrame
+    facilities: dict[str, gpd.GeoDataFrame]
+    gdf_units: gpd.GeoDataFrame | None = None
+    gdf_eldercare: gpd.GeoDataFrame | None = None
+    compliance: pd.DataFrame | None = None
+    sites: SitingResult | None = None
+    candidates_layer: str | None = None
+    _areas: dict[str, gpd.GeoDataFrame] = field(default_factory=dict, repr=False)
+
+    def shown_kind(self, kind: str | None = None) -> str:
+        """``kind`` if given, else the parameters' kind when it was covered, else the first kind."""
+        chosen = kind or (self.params.kind if self.params.kind in self.facilities else None)
+        chosen = chosen or self.result.kinds[0]
+        if chosen not in self.facilities:
+            msg = f"unknown facility kind '{chosen}'; expected one of: {', '.join(self.facilities)}"
+            raise UnknownIdError(msg)
+        return chosen
+
+    def service_areas(self, kind: str | None = None) -> gpd.GeoDataFrame:
+        """Dissolved walking bands of one kind's facilities per break (WGS84), for maps."""
+        kind = self.shown_kind(kind)
+        if kind not in self._areas:
+            self._areas[kind] = service_areas(
+                self.engine,
+                self.facilities[kind],
+                breaks_min=self.params.breaks_min,
+                max_snap_m=self.params.max_snap_m,
+            )
+        return self._areas[kind]
+
+
+def service_areas(
+    engine: Engine,
+    gdf_facilities: gpd.GeoDataFrame,
+    *,
+    breaks_min: Sequence[float] = params.DEFAULT_BREAKS_MIN,
+    max_snap_m: float = params.DEFAULT_MAX_SNAP_M,
+) -> gpd.GeoDataFrame:
+    """One dissolved band per break around ``gdf_facilities`` (WGS84, ``break_min`` column).
+
+    Bands are disjoint rings, nearest first; an empty layer gives an empty frame.
+    """
+    from geo_minzheng import isochrones
+
+    breaks = params.check_breaks_min(breaks_min)
+    if not len(gdf_facilities):
+        return gpd.GeoDataFrame({"break_min": []}, geometry=[], crs=4326)
+    snapped = engine.snap(gdf_facilities, id_field="id", max_snap_m=max_snap_m)
+    areas = isochrones.service_areas(
+        engine, snapped, breaks=params.breaks_to_s(breaks), rings=True, dissolve=True
+    ).to_crs(4326)
+    areas["break_min"] = [params.s_to_minutes(b) for b in areas["break"]]
+    return areas
+
+
+def facility_sets(
+    layers: LayerSource,
+    layer_ids: Sequence[str],
+    *,
+    categories: Sequence[str] | None = params.DEFAULT_COVERAGE_CATEGORIES,
+) -> dict[str, gpd.GeoDataFrame]:
+    """Facility layers split into coverage kinds, facilities out of service left out.
+
+    An eldercare layer gives one kind per category (``categories``, or every category present);
+    a community service room layer is one kind; any other facility layer is one kind named by
+    its layer ID.
+    """
+    from geo_minzheng import coverage
+
+    out: dict[str, gpd.GeoDataFrame] = {}
+    for layer_id in layer_ids:
+        kind = layers.kind_of(layer_id)
+        gdf = in_service(layers.read(layer_id))
+        if kind == "eldercare_center":
+            out |= coverage.facility_kinds(gdf_eldercare=gdf, categories=categories)
+        elif kind == "community_service_room":
+            out |= coverage.facility_kinds(gdf_service_rooms=gdf)
+        else:
+            out[layer_id] = gdf.copy()
+    return out
+
+
+def default_facility_layers(layers: LayerSource) -> tuple[str, ...]:
+    """The first eldercare layer and the first community service room layer."""
+    found = (first_of_kind(layers, k) for k in ("eldercare_center", "community_service_room"))
+    return tuple(lid for lid in found if lid is not None)
+
+
+def demand_layer(layers: LayerSource, layer_id: str | None = None) -> gpd.GeoDataFrame:
+    """The demand layer ``layer_id`` (default: the first of kind demand)."""
+    return _layer_of(layers, _required(layers, layer_id, "demand", "demand"), ("demand",))
+
+
+def units_layer(layers: LayerSource, layer_id: str | None = None) -> gpd.GeoDataFrame | None:
+    """Admin units ``layer_id`` (default: the first admin_unit layer), None when there is none."""
+    chosen = layer_id or first_of_kind(layers, "admin_unit")
+    return _layer_of(layers, chosen, ("admin_unit",)) if chosen else None
+
+
+def run_coverage(
+    layers: LayerSource,
+    engine: Engine,
+    p: CoverageParams | None = None,
+    *,
+    gdf_demand: gpd.GeoDataFrame | None = None,
+    gdf_facilities: gpd.GeoDataFrame | None = None,
+    progress: Progress = _no_progress,
+) -> CoverageRun:
+    """Coverage of demand by facility kinds, with standards compliance and new sites.
+
+    ``gdf_demand`` and ``gdf_facilities`` replace the layers when given (inline data of an API
+    request; the facilities then form one kind, 'facilities').
+    """
+    from geo_minzheng import coverage
+
+    p = p or CoverageParams()
+    progress(0.05, "读取图层 / reading layers")
+    demand = gdf_demand if gdf_demand is not None else demand_layer(layers, p.demand_layer)
+    if gdf_facilities is not None:
+        facilities = {"facilities": in_service(gdf_facilities).copy()}
+    else:
+        facility_ids = p.facility_layers or default_facility_layers(layers)
+        if not facility_ids:
+            msg = "no facility layers given and there is no eldercare or service-room layer"
+            raise ValueError(msg)
+        facilities = facility_sets(layers, facility_ids, categories=p.categories)
+    units = units_layer(layers, p.units_layer)
+    progress(0.4, "计算覆盖 / computing coverage")
+    result = coverage.analyze(
+        demand,
+        facilities,
+        engine,
+        breaks_min=p.breaks_min,
+        gdf_units=units,
+        max_snap_m=p.max_snap_m,
+    )
+    run = CoverageRun(p, result, engine, demand, facilities, gdf_units=units)
+    eldercare_id = first_of_kind(layers, "eldercare_center")
+    if eldercare_id is not None and gdf_facilities is None:
+        run.gdf_eldercare = in_service(layers.read(eldercare_id))
+    if p.compliance and units is not None and run.gdf_eldercare is not None:
+        progress(0.6, "达标评估 / checking the standards")
+        run.compliance = _compliance(run)
+    if p.new_sites > 0 and p.kind in ELDERCARE_CATEGORIES and p.kind in facilities:
+        progress(0.7, "新增选址 / siting new facilities")
+        _site(layers, run)
+    progress(0.9, "整理结果 / writing the result")
+    return run
+
+
+def _compliance(run: CoverageRun) -> pd.DataFrame:
+    from geo_minzheng import compliance
+
+    assert run.gdf_units is not None and run.gdf_eldercare is not None  # checked by the caller
+    return compliance.compliance(
+        run.result, run.gdf_units, run.gdf_eldercare, province=run.params.province
+    )
+
+
+def _site(layers: LayerSource, run: CoverageRun) -> None:
+    """Propose ``new_sites`` sites for ``kind`` among the candidate layer's records."""
+    p = run.params
+    candidates_id = p.candidates_layer or first_of_kind(layers, "community_service_room")
+    if candidates_id is None:
+        return
+    # candidates are places, not services: a closed or planned room can still host a new centre
+    candidates = layers.read(candidates_id)
+    if not len(candidates):
+        return
+    run.candidates_layer = candidates_id
+    run.sites = run_siting(
+        layers,
+        engine=run.engine,
+        p=SitingParams(k=p.new_sites, break_min=max(p.breaks_min), max_snap_m=p.max_snap_m),
+        gdf_demand=run.gdf_demand,
+        gdf_candidates=candidates,
+        gdf_existing=run.facilities[p.kind],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Siting
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SitingParams:
+    """Parameters of the siting workflow (maximal covering of k sites, or the minimal cover)."""
+
+    method: str = "maximal_covering"
+    k: int = params.DEFAULT_NEW_SITES
+    break_min: float = max(params.DEFAULT_BREAKS_MIN)
+    max_snap_m: float = params.DEFAULT_MAX_SNAP_M
+    demand_layer: str | None = None
+    candidates_layer: str | None = None
+    #: Layers whose facilities in service already cover demand (None: the first eldercare layer).
+    existing_layers: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in ("maximal_covering", "minimal_cover"):
+            msg = f"method must be 'maximal_covering' or 'minimal_cover', got {self.method!r}"
+            raise ValueError(msg)
+        object.__setattr__(self, "break_min", params.check_break_min(self.break_min))
+        params.check_new_sites(self.k, name="k")
+
+
+def run_siting(
+    layers: LayerSource,
+    engine: Engine,
+    p: SitingParams | None = None,
+    *,
+    gdf_demand: gpd.GeoDataFrame | None = None,
+    gdf_candidates: gpd.GeoDataFrame | None = None,
+    gdf_existing: gpd.GeoDataFrame | None = None,
+    progress: Progress = _no_progress,
+) -> SitingResult:
+    """Choose candidate sites: ``k`` that newly cover the most aged 60+, or the fewest for all.
+
+    Existing coverage comes from ``gdf_existing``, else from the facilities in service of
+    ``existing_layers`` (default: the first eldercare layer).
+    """
+    from geo_minzheng import siting
+
+    p = p or SitingParams()
+    progress(0.05, "读取图层 / reading layers")
+    demand = gdf_demand if gdf_demand is not None else demand_layer(layers, p.demand_layer)
+    if gdf_candidates is None:
+        if p.candidates_layer is None:
+            msg = "give candidate sites: 'candidates' (GeoDataFrame/GeoJSON) or 'candidates_layer'"
+            raise ValueError(msg)
+        gdf_candidates = layers.read(p.candidates_layer)
+    if gdf_existing is None:
+        gdf_existing = _existing(layers, p.existing_layers)
+    progress(0.4, "求解选址 / solving")
+    if p.method == "maximal_covering":
+        return siting.maximal_covering(
+            demand,
+            gdf_candidates,
+            engine,
+            k=p.k,
+            gdf_existing=gdf_existing,
+            break_min=p.break_min,
+            max_snap_m=p.max_snap_m,
+        )
+    return siting.minimal_cover(
+        demand,
+        gdf_candidates,
+        engine,
+        gdf_existing=gdf_existing,
+        break_min=p.break_min,
+        max_snap_m=p.max_snap_m,
+    )
+
+
+def _existing(layers: LayerSource, layer_ids: Sequence[str] | None) -> gpd.GeoDataFrame | None:
+    """Facilities in service of ``layer_ids`` as one point set (IDs renumbered: they may clash)."""
+    if layer_ids is None:
+        layer_ids = [lid for lid in (first_of_kind(layers, "eldercare_center"),) if lid]
+    frames = [in_service(layers.read(lid)) for lid in layer_ids]
+    if not frames:
+        return None
+    existing = gpd.GeoDataFrame(
+        pd.concat([f[["id", "geometry"]].to_crs(4326) for f in frames], ignore_index=True),
+        geometry="geometry",
+        crs=4326,
+    )
+    existing["id"] = [f"{i}" for i in range(len(existing))]
+    return existing
+
+
+# --------------------------------------------------------------------------------------------
+# Shelter catchments
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShelterParams:
+    """Parameters of the shelter workflow; every default comes from :mod:`params`.
+
+    ``region``: whose minimum share of residents fixed shelters must hold (shelter provision
+    standard). ``include_planned``: let planned shelters take evacuees (to test a plan).
+    Layer IDs left None are the first layer of their kind.
+    """
+
+    adult_walk_speed_mps: float = params.ADULT_WALK_SPEED_MPS
+    elderly_walk_speed_mps: float = params.ELDERLY_WALK_SPEED_MPS
+    include_planned: bool = False
+    use_registry_capacity: bool = True
+    region: str = params.DEFAULT_SHELTER_REGION
+    max_snap_m: float = params.DEFAULT_MAX_SNAP_M
+    demand_layer: str | None = None
+    shelter_layer: str | None = None
+    units_layer: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("adult_walk_speed_mps", "elderly_walk_speed_mps"):
+            object.__setattr__(
+                self, name, params.check_walk_speed_mps(getattr(self, name), name=name)
+            )
+
+
+@dataclass
+class ShelterRun:
+    """A shelter run: catchments, checks, responsibility areas, and what a hazard changed.
+
+    With hazards or closed roads, ``result`` is the run under them and ``baseline`` the run
+    without them; ``comparison`` says who changes shelter, who loses one, which overflow.
+    """
+
+    params: ShelterParams
+    result: shelters.CatchmentResult
+    checks: shelters.ShelterChecks
+    areas: gpd.GeoDataFrame
+    gdf_units: gpd.GeoDataFrame | None = None
+    gdf_hazards: gpd.GeoDataFrame | None = None
+    gdf_closed_roads: gpd.GeoDataFrame | None = None
+    baseline: shelters.CatchmentResult | None = None
+    comparison: shelters.Comparison | None = None
+
+
+def run_shelters(
+    layers: LayerSource,
+    engine: Engine,
+    p: ShelterParams | None = None,
+    *,
+    gdf_hazards: gpd.GeoDataFrame | None = None,
+    gdf_closed_roads: gpd.GeoDataFrame | None = None,
+    progress: Progress = _no_progress,
+) -> ShelterRun:
+    """Who goes to which shelter within its capacity and radius, and who has no place.
+
+    Shelters whose status is closed, full or planned take nobody (``include_planned`` lets
+    planned ones in); hazard polygons close the streets they touch and disable the shelters
+    inside them; closed roads (points or lines) close the streets they touch.
+    """
+    from geo_minzheng import shelters
+    from geo_minzheng.engine import Barriers
+
+    p = p or ShelterParams()
+    progress(0.05, "读取图层 / reading layers")
+    demand = demand_layer(layers, p.demand_layer)
+    shelter_id = _required(layers, p.shelter_layer, "shelter", "shelter")
+    gdf_shelters = _layer_of(layers, shelter_id, ("shelter",))
+    units = units_layer(layers, p.units_layer)
+    common = {
+        "adult_walk_speed_mps": p.adult_walk_speed_mps,
+        "elderly_walk_speed_mps": p.elderly_walk_speed_mps,
+        "use_registry_capacity": p.use_registry_capacity,
+        "include_planned": p.include_planned,
+        "max_snap_m": p.max_snap_m,
+    }
+    progress(0.15, "计算避难场所责任区 / assigning residents to shelters")
+    baseline = shelters.catchments(demand, gdf_shelters, engine, **common)
+    run_result, comparison = baseline, None
+    scenario = gdf_hazards is not None or gdf_closed_roads is not None
+    if scenario:
+        progress(0.45, "灾害情景重新计算 / re-running under the hazard")
+        barriers = (
+            Barriers.from_geodataframe(gdf_closed_roads, tolerance_m=5.0)
+            if gdf_closed_roads is not None and len(gdf_closed_roads)
+            else None
+        )
+        run_result = shelters.catchments(
+            demand, gdf_shelters, engine, barriers=barriers, hazards=gdf_hazards, **common
+        )
+        comparison = shelters.compare(baseline, run_result)
+    progress(0.7, "达标检查 / checking the standards")
+    checked = shelters.checks(run_result, units, region=p.region)
+    progress(0.8, "绘制责任区 / drawing responsibility areas")
+    areas = shelters.responsibility_areas(run_result)
+    progress(0.95, "整理结果 / writing the result")
+    return ShelterRun(
+        p,
+        run_result,
+        checked,
+        areas,
+        gdf_units=units,
+        gdf_hazards=gdf_hazards,
+        gdf_closed_roads=gdf_closed_roads,
+        baseline=baseline if scenario else None,
+        comparison=comparison,
+    )

@@ -11,11 +11,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from geo_minzheng import demo, params, workflows
 from geo_minzheng._errors import CatalogError, CRSError, GeoMinzhengError, UnknownIdError
 from geo_minzheng.kinds import ELDERCARE_CATEGORIES, KINDS
 from geo_minzheng.settings import Settings
+
+if TYPE_CHECKING:
+    import geopandas
 
 LANGS = ("zh", "en")
 #: Exit codes: 0 ok, 1 invalid data (validate) or a failed job, 2 bad usage or unreadable input.
@@ -68,6 +72,37 @@ _MESSAGES = {
         "Coverage finished in {seconds:.1f} s.",
     ),
     "output": ("{name}：{path}", "{name}: {path}"),
+    "shelters": (
+        "应急避难场所责任区：按容量与服务半径安置居民，报告无处安置者与灾害影响",
+        "Shelter catchments within capacity and service radius; who has no place; hazards",
+    ),
+    "hazards": (
+        "灾害影响区（面图层文件，如洪水淹没区）",
+        "Hazard polygons (a layer file, e.g. a flooded area)",
+    ),
+    "closed_roads": ("封闭道路（点或线图层文件）", "Closed roads (a point or line layer file)"),
+    "demo_flood": ("使用演示洪水情景（伊通河沿岸）", "Use the demo flood (Yitong river banks)"),
+    "adult_speed": (
+        f"60岁以下居民步行速度（米/秒，默认 {params.ADULT_WALK_SPEED_MPS}）",
+        f"Walking speed under 60, m/s (default {params.ADULT_WALK_SPEED_MPS})",
+    ),
+    "elderly_speed": (
+        f"60岁及以上居民步行速度（米/秒，默认 {params.ELDERLY_WALK_SPEED_MPS}）",
+        f"Walking speed aged 60+, m/s (default {params.ELDERLY_WALK_SPEED_MPS})",
+    ),
+    "include_planned": ("规划中的避难场所也参与安置", "Let planned shelters take evacuees"),
+    "region": (
+        "固定避难场所人口比例标准的地区（默认 national）",
+        "Region of the fixed-shelter share standard (default national)",
+    ),
+    "shelters_start": (
+        "开始避难场所分析，输出目录：{out}",
+        "Running the shelter analysis into {out}",
+    ),
+    "shelters_done": (
+        "避难场所分析完成，用时 {seconds:.1f} 秒。",
+        "Shelters finished in {seconds:.1f} s.",
+    ),
     "demo_start": ("开始运行演示，输出目录：{out}", "Running the demo into {out}"),
     "demo_done": ("演示完成，用时 {seconds:.1f} 秒。", "Demo finished in {seconds:.1f} s."),
     "demo_map": ("地图：{path}", "Map: {path}"),
@@ -186,7 +221,27 @@ def build_parser(lang: str = "zh") -> argparse.ArgumentParser:
     )
     cov.add_argument("--sites", type=int, default=params.DEFAULT_NEW_SITES, help=h("sites"))
     cov.set_defaults(func=cmd_coverage)
-    # Further analyses (shelters, relief, boundaries) join here the same way.
+    shel = sub.add_parser(
+        "shelters", help=h("shelters"), description=h("shelters"), parents=[common, net]
+    )
+    shel.add_argument("--out", type=Path, default=Path("out"), help=h("out"))
+    shel.add_argument("--catalog", type=Path, default=None, help=h("catalog"))
+    shel.add_argument("--hazards", type=Path, default=None, help=h("hazards"))
+    shel.add_argument("--closed-roads", type=Path, default=None, help=h("closed_roads"))
+    shel.add_argument("--demo-flood", action="store_true", help=h("demo_flood"))
+    shel.add_argument(
+        "--adult-speed", type=float, default=params.ADULT_WALK_SPEED_MPS, help=h("adult_speed")
+    )
+    shel.add_argument(
+        "--elderly-speed",
+        type=float,
+        default=params.ELDERLY_WALK_SPEED_MPS,
+        help=h("elderly_speed"),
+    )
+    shel.add_argument("--include-planned", action="store_true", help=h("include_planned"))
+    shel.add_argument("--region", default=params.DEFAULT_SHELTER_REGION, help=h("region"))
+    shel.set_defaults(func=cmd_shelters)
+    # Further analyses (relief, boundaries) join here the same way.
     return parser
 
 
@@ -279,6 +334,51 @@ def cmd_coverage(args: argparse.Namespace, lang: str) -> int:
         coverage=coverage_params,
     )
     _out(_msg("coverage_done", lang, seconds=state.timings_s["total"]))
+    for name, path in state.outputs.items():
+        _out(_msg("output", lang, name=name, path=Path(path).resolve()))
+    return EXIT_OK
+
+
+def _read_optional(path: Path | None) -> geopandas.GeoDataFrame | None:
+    """A hazard or closure layer file, or None."""
+    if path is None:
+        return None
+    import geopandas as gpd
+
+    if not path.exists():
+        msg = f"file not found: {path}"
+        raise FileNotFoundError(msg)
+    return gpd.read_file(path)
+
+
+def cmd_shelters(args: argparse.Namespace, lang: str) -> int:
+    """Run the shelter workflow on the catalog's layers and print where the outputs are."""
+    shelter_params = workflows.ShelterParams(
+        adult_walk_speed_mps=args.adult_speed,
+        elderly_walk_speed_mps=args.elderly_speed,
+        include_planned=args.include_planned,
+        region=args.region,
+    )
+    hazards, closed = _read_optional(args.hazards), _read_optional(args.closed_roads)
+    names = ("layers", "validate", "network", "shelters", "summary")
+    steps = demo.with_steps(
+        _map_steps(lang, ["shelters_map"]), [s for s in demo.DEMO_STEPS if s.name in names]
+    )
+    out = Path(args.out)
+    _out(_msg("shelters_start", lang, out=out.resolve()))
+    state = demo.run_demo(
+        out,
+        lang=lang,
+        catalog_path=args.catalog,
+        steps=steps,
+        progress=_out,
+        network=_network_params(args),
+        shelters=shelter_params,
+        hazards=hazards,
+        closed_roads=closed,
+        demo_flood=args.demo_flood,
+    )
+    _out(_msg("shelters_done", lang, seconds=state.timings_s["total"]))
     for name, path in state.outputs.items():
         _out(_msg("output", lang, name=name, path=Path(path).resolve()))
     return EXIT_OK

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from geo_minzheng import params, resources, scenario, workflows
 from geo_minzheng._errors import LayerValidationError, Problem
@@ -76,6 +77,13 @@ class DemoState:
     network: workflows.NetworkParams = field(default_factory=workflows.NetworkParams)
     #: parameters of the coverage step (the demo scenario's: see :data:`DEMO_COVERAGE`)
     coverage: workflows.CoverageParams = field(default_factory=lambda: DEMO_COVERAGE)
+    #: parameters of the shelter step
+    shelters: workflows.ShelterParams = field(default_factory=workflows.ShelterParams)
+    #: hazard polygons and closed roads of the shelter step (None: the demo flood, when
+    #: ``demo_flood``; else no hazard)
+    hazards: gpd.GeoDataFrame | None = None
+    closed_roads: gpd.GeoDataFrame | None = None
+    demo_flood: bool = True
     #: analysis results by step name (e.g. "coverage": workflows.CoverageRun)
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -214,6 +222,94 @@ def _step_coverage(state: DemoState) -> None:
     state.summary["coverage"] = summary
 
 
+def _step_shelters(state: DemoState) -> None:
+    """Shelter catchments with capacity, under the demo flood (workflows.run_shelters).
+
+    Writes shelters_table.csv (per shelter), shelters_assignment.csv, shelters_checks.csv,
+    shelters_changes.csv, shelters.xlsx (every table, one sheet each) and shelters.gpkg.
+    """
+    from geo_minzheng import io
+
+    layers = workflows.FrameLayers(state.layers)
+    road_id = workflows.first_of_kind(layers, "road")
+    if state.G is None or road_id is None or not workflows.first_of_kind(layers, "shelter"):
+        return
+    hazards, closed = state.hazards, state.closed_roads
+    if hazards is None and closed is None and state.demo_flood:
+        hazards, closed = scenario.demo_flood(layers.read(road_id))
+    run = workflows.run_shelters(
+        layers,
+        workflows.engine_for(state.G),
+        state.shelters,
+        gdf_hazards=hazards,
+        gdf_closed_roads=closed,
+    )
+    state.results["shelters"] = run
+    tables = shelter_tables(run)
+    out = state.out_dir
+    for name, table in tables.items():
+        path = out / f"shelters_{name}.csv"
+        table.to_csv(path, index=False, encoding="utf-8-sig")
+        state.outputs[f"shelters_{name}"] = path
+    state.outputs["shelters_xlsx"] = _write_xlsx(tables, out / "shelters.xlsx")
+    result = run.result
+    frames = {
+        "responsibility_areas": run.areas,
+        "shelters": result.shelters.reset_index(),
+        "unsheltered": result.unsheltered,
+        "hazards": hazards if hazards is not None else run.areas.iloc[0:0],
+        "closed_roads": closed if closed is not None else run.areas.iloc[0:0],
+    }
+    state.outputs["shelters_gpkg"] = io.write_gpkg(
+        {name: gdf for name, gdf in frames.items() if len(gdf)}, out / "shelters.gpkg"
+    )
+    summary: dict[str, Any] = {"after_flood": result.summary}
+    if run.baseline is not None:
+        summary["before_flood"] = run.baseline.summary
+    if run.comparison is not None:
+        summary["flood_changes"] = dict(run.comparison.summary)
+    summary["fixed_share"] = _fixed_share(run)
+    summary["provenance"] = {k: str(v) for k, v in result.provenance.items()}
+    state.summary["shelters"] = summary
+
+
+def shelter_tables(run: workflows.ShelterRun) -> dict[str, pd.DataFrame]:
+    """The tables a shelter run files: per shelter, assignment, checks per unit, changes."""
+    result = run.result
+    tables = {
+        "table": pd.DataFrame(result.shelters.drop(columns="geometry")).reset_index(),
+        "assignment": result.assignment,
+        "checks": run.checks.units,
+        "overloaded": run.checks.overloaded,
+    }
+    if run.comparison is not None:
+        tables["changes"] = run.comparison.shelters.reset_index()
+        tables["moved"] = run.comparison.moved
+    return tables
+
+
+def _write_xlsx(tables: Mapping[str, pd.DataFrame], path: Path) -> Path:
+    """Every table as one sheet of an XLSX workbook (openpyxl)."""
+    with pd.ExcelWriter(path, engine="openpyxl") as writer:
+        for name, table in tables.items():
+            table.to_excel(writer, sheet_name=name[:31], index=False)
+    return path
+
+
+def _fixed_share(run: workflows.ShelterRun) -> dict[str, Any]:
+    """The whole area's fixed-shelter share against the standard's minimum."""
+    units = run.checks.units
+    total = units[units["unit"] == "total"] if "unit" in units else units.iloc[:1]
+    row = total.iloc[0] if len(total) else None
+    if row is None:
+        return {}
+    return {
+        "fixed_share": float(row["fixed_share"]),
+        "target_share": float(row["target_share"]),
+        "met": bool(row["fixed_share_met"]),
+    }
+
+
 def _coverage_totals(result: CoverageResult) -> list[dict[str, Any]]:
     """Whole-area covered shares per kind and break, for the summary."""
     total = result.table[result.table["unit"] == "total"]
@@ -246,6 +342,12 @@ DEMO_STEPS: list[DemoStep] = [
     DemoStep("validate", "校验全部图层", "Validate every layer", _step_validate),
     DemoStep("network", "构建老年人步行路网", "Build the elderly walking network", _step_network),
     DemoStep("coverage", "养老服务圈覆盖分析", "Eldercare coverage analysis", _step_coverage),
+    DemoStep(
+        "shelters",
+        "应急避难场所责任区分析（演示洪水情景）",
+        "Shelter catchments (demo flood scenario)",
+        _step_shelters,
+    ),
     DemoStep("summary", "汇总结果", "Summarise", _step_summary),
 ]
 
@@ -571,6 +673,10 @@ def run_demo(
     progress: Callable[[str], None] | None = None,
     network: workflows.NetworkParams | None = None,
     coverage: workflows.CoverageParams | None = None,
+    shelters: workflows.ShelterParams | None = None,
+    hazards: gpd.GeoDataFrame | None = None,
+    closed_roads: gpd.GeoDataFrame | None = None,
+    demo_flood: bool = True,
 ) -> DemoState:
     """Run the demo steps and write map.html, summary.json and summary.md into ``out_dir``.
 
@@ -590,6 +696,9 @@ def run_demo(
         How the street network is built; default elderly walking (params).
     coverage
         Parameters of the coverage step; default :data:`DEMO_COVERAGE`.
+    shelters, hazards, closed_roads, demo_flood
+        Parameters of the shelter step, its hazard polygons and closed roads; without either,
+        ``demo_flood`` runs it under the demo scenario's flood (``scenario.demo_flood``).
 
     Returns
     -------
@@ -607,6 +716,10 @@ def run_demo(
         catalog_path=Path(catalog_path) if catalog_path is not None else default_catalog(),
         network=network or workflows.NetworkParams(),
         coverage=coverage or DEMO_COVERAGE,
+        shelters=shelters or workflows.ShelterParams(),
+        hazards=hazards,
+        closed_roads=closed_roads,
+        demo_flood=demo_flood,
     )
     state.summary.update(
         {

@@ -888,3 +888,54 @@ def write_demo_gpkg(
     gm_io.write_gpkg(layers, tmp)
     tmp.replace(path)
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# The demo flood (shelter catchments under a hazard)
+# --------------------------------------------------------------------------------------------
+
+#: Streets along the banks of the 伊通河 (Yitong River) through central Changchun, as named in
+#: the OSM extract: the demo's hypothetical flood spreads from them.
+FLOOD_BANK_STREETS = ("西河堤路", "东河堤路", "滨河东路", "临河街", "沿河街", "滨河街 Binhe St")
+#: How far the demo flood reaches from the bank streets, metres.
+FLOOD_REACH_M = 250.0
+#: A bridge over the river closed in the demo flood (OSM name).
+FLOOD_CLOSED_BRIDGE = "长泰大桥"
+
+
+def demo_flood(gdf_roads: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """The demo scenario's hypothetical flood: (hazard polygons, closed roads), WGS84.
+
+    Not a flood model: the land within :data:`FLOOD_REACH_M` of the real river-bank streets
+    (:data:`FLOOD_BANK_STREETS`) is taken as flooded, and the :data:`FLOOD_CLOSED_BRIDGE` bridge
+    is closed, to show what the shelter analysis reports when a disaster strikes. Both frames
+    carry the 演示情景 label in ``source``.
+    """
+    work = working_crs_for(gdf_roads)
+    roads = gdf_roads.to_crs(work)
+    banks = roads[roads["name"].isin(FLOOD_BANK_STREETS)]
+    if banks.empty:
+        msg = f"the road layer has none of the river-bank streets {FLOOD_BANK_STREETS}"
+        raise ValueError(msg)
+    area = shapely.union_all(shapely.buffer(np.asarray(banks.geometry.values), FLOOD_REACH_M))
+    hazards = gpd.GeoDataFrame(
+        {
+            "id": ["FLOOD-1"],
+            "name": ["伊通河沿岸假想洪水淹没区"],
+            "hazard_type": ["flood"],
+            "source": [DEMO_SCENARIO_LABEL],
+        },
+        geometry=[area],
+        crs=work,
+    ).to_crs(4326)
+    bridge = roads[roads["name"] == FLOOD_CLOSED_BRIDGE]
+    closed = gpd.GeoDataFrame(
+        {
+            "id": [f"CLOSED-{i + 1}" for i in range(len(bridge))],
+            "name": bridge["name"].to_numpy(),
+            "source": DEMO_SCENARIO_LABEL,
+        },
+        geometry=bridge.geometry.to_numpy(),
+        crs=work,
+    ).to_crs(4326)
+    return hazards, closed

@@ -555,15 +555,25 @@ def run_shelters(
     shelter_id = _required(layers, p.shelter_layer, "shelter", "shelter")
     gdf_shelters = _layer_of(layers, shelter_id, ("shelter",))
     units = units_layer(layers, p.units_layer)
-    common = {
-        "adult_walk_speed_mps": p.adult_walk_speed_mps,
-        "elderly_walk_speed_mps": p.elderly_walk_speed_mps,
-        "use_registry_capacity": p.use_registry_capacity,
-        "include_planned": p.include_planned,
-        "max_snap_m": p.max_snap_m,
-    }
+
+    def catchments(
+        barriers: Barriers | None = None, hazards: gpd.GeoDataFrame | None = None
+    ) -> shelters.CatchmentResult:
+        return shelters.catchments(
+            demand,
+            gdf_shelters,
+            engine,
+            adult_walk_speed_mps=p.adult_walk_speed_mps,
+            elderly_walk_speed_mps=p.elderly_walk_speed_mps,
+            use_registry_capacity=p.use_registry_capacity,
+            include_planned=p.include_planned,
+            max_snap_m=p.max_snap_m,
+            barriers=barriers,
+            hazards=hazards,
+        )
+
     progress(0.15, "计算避难场所责任区 / assigning residents to shelters")
-    baseline = shelters.catchments(demand, gdf_shelters, engine, **common)
+    baseline = catchments()
     run_result, comparison = baseline, None
     scenario = gdf_hazards is not None or gdf_closed_roads is not None
     if scenario:
@@ -573,9 +583,7 @@ def run_shelters(
             if gdf_closed_roads is not None and len(gdf_closed_roads)
             else None
         )
-        run_result = shelters.catchments(
-            demand, gdf_shelters, engine, barriers=barriers, hazards=gdf_hazards, **common
-        )
+        run_result = catchments(barriers, gdf_hazards)
         comparison = shelters.compare(baseline, run_result)
     progress(0.7, "达标检查 / checking the standards")
     checked = shelters.checks(run_result, units, region=p.region)

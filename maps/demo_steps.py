@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from geo_minzheng.demo import DemoState, DemoStep
-from maps import coverage_map, render
+from maps import coverage_map, render, shelters_map
 
 #: Layers the demo map opens on: the streets and what stands along them.
 _FOCUS_KINDS = ("road", "demand", "eldercare_center", "community_service_room", "shelter")
@@ -36,6 +36,17 @@ def step_coverage_map(state: DemoState) -> None:
     )
 
 
+def step_shelters_map(state: DemoState) -> None:
+    """The shelter map: responsibility areas, shelters by load, the demo flood's effects."""
+    run = state.results.get("shelters")
+    if run is None:
+        return
+    m = shelters_map.shelters_map(run, lang=state.lang)
+    state.outputs["shelters_map"] = render.save_html(
+        m, state.out_dir / "shelters_map.html", offline=True
+    )
+
+
 def step_map(state: DemoState) -> None:
     """Draw every layer on one offline HTML map (zh-CN labels by default)."""
     styles = {}
@@ -56,5 +67,6 @@ def step_map(state: DemoState) -> None:
 #: Map steps in the order the CLI runs them (after the analyses, before the summary).
 MAP_STEPS: list[DemoStep] = [
     DemoStep("coverage_map", "绘制覆盖分析地图", "Render the coverage map", step_coverage_map),
+    DemoStep("shelters_map", "绘制避难场所地图", "Render the shelter map", step_shelters_map),
     DemoStep("map", "绘制网页地图", "Render the web map", step_map),
 ]

@@ -10,7 +10,7 @@ route each (docs/workflows.md).
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 import geopandas as gpd
 import numpy as np
@@ -179,6 +179,49 @@ class SitingRequest(NetworkOptions):
         )
 
 
+class ShelterRequest(NetworkOptions):
+    """Shelter catchments within capacity and service radius (shelter workflow)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    demand_layer: str | None = Field(default=None, max_length=64)
+    shelter_layer: str | None = Field(default=None, max_length=64)
+    units_layer: str | None = Field(default=None, max_length=64)
+    hazards: GeoJSONFeatureCollection | None = Field(
+        default=None, description="灾害影响区（面，WGS84）/ hazard polygons such as a flooded area"
+    )
+    closed_roads: GeoJSONFeatureCollection | None = Field(
+        default=None, description="封闭道路（点或线，WGS84）/ closed roads: points or lines"
+    )
+    adult_walk_speed_mps: float = Field(
+        default=params.ADULT_WALK_SPEED_MPS,
+        ge=params.MIN_WALK_SPEED_MPS,
+        le=params.MAX_WALK_SPEED_MPS,
+        description="60岁以下步行速度 / walking speed under 60, m/s "
+        f"({params.ADULT_WALK_SPEED_SOURCE})",
+    )
+    elderly_walk_speed_mps: float = Field(
+        default=params.ELDERLY_WALK_SPEED_MPS,
+        ge=params.MIN_WALK_SPEED_MPS,
+        le=params.MAX_WALK_SPEED_MPS,
+        description="60岁及以上步行速度 / walking speed aged 60+, m/s "
+        f"({params.ELDERLY_WALK_SPEED_SOURCE})",
+    )
+    include_planned: bool = Field(default=False, description="规划中的避难场所也参与安置")
+    region: str = Field(default=params.DEFAULT_SHELTER_REGION, max_length=32)
+
+    def shelter_params(self) -> workflows.ShelterParams:
+        return workflows.ShelterParams(
+            adult_walk_speed_mps=self.adult_walk_speed_mps,
+            elderly_walk_speed_mps=self.elderly_walk_speed_mps,
+            include_planned=self.include_planned,
+            region=self.region,
+            demand_layer=self.demand_layer,
+            shelter_layer=self.shelter_layer,
+            units_layer=self.units_layer,
+        )
+
+
 # ------------------------------------------------------------------------------------------------
 # Inputs
 # ------------------------------------------------------------------------------------------------
@@ -197,7 +240,29 @@ def _frame_geojson(gdf: gpd.GeoDataFrame) -> dict[str, Any]:
     return data.__geo_interface__ | {"type": "FeatureCollection"}
 
 
-def _inline(state: AppState, fc: GeoJSONFeatureCollection, *, name: str, kind: str | None):
+@overload
+def _inline(
+    state: AppState, fc: GeoJSONFeatureCollection, *, name: str, kind: str | None, ids: bool = True
+) -> gpd.GeoDataFrame: ...
+
+
+@overload
+def _inline(
+    state: AppState, fc: None, *, name: str, kind: str | None, ids: bool = True
+) -> None: ...
+
+
+def _inline(
+    state: AppState,
+    fc: GeoJSONFeatureCollection | None,
+    *,
+    name: str,
+    kind: str | None,
+    ids: bool = True,
+) -> gpd.GeoDataFrame | None:
+    """Inline GeoJSON as a WGS84 frame, checked as ``kind``; ``ids``: features need unique IDs."""
+    if fc is None:
+        return None
     limit = state.settings.max_analysis_features
     if len(fc.features) > limit:
         msg = f"'{name}' has {len(fc.features)} features; the limit is {limit}"
@@ -214,7 +279,7 @@ def _inline(state: AppState, fc: GeoJSONFeatureCollection, *, name: str, kind: s
         from geo_minzheng import validation
 
         validation.check(gdf, kind, layer=name)
-    elif "id" not in gdf.columns or gdf["id"].duplicated().any():
+    elif ids and ("id" not in gdf.columns or gdf["id"].duplicated().any()):
         msg = f"'{name}' features need a unique 'id' property"
         raise ApiProblem(422, msg)
     return gdf
@@ -318,6 +383,35 @@ def _run_siting(state: AppState, body: SitingRequest, progress: Progress) -> dic
     return out
 
 
+def _run_shelters(state: AppState, body: ShelterRequest, progress: Progress) -> dict[str, Any]:
+    hazards = _inline(state, body.hazards, name="hazards", kind=None, ids=False)
+    closed = _inline(state, body.closed_roads, name="closed_roads", kind=None, ids=False)
+    progress(0.02, "准备路网 / preparing the network")
+    engine = state.network.get(body.network_params(state))
+    run = workflows.run_shelters(
+        state.workflow_layers(),
+        engine,
+        body.shelter_params(),
+        gdf_hazards=hazards,
+        gdf_closed_roads=closed,
+        progress=progress,
+    )
+    result = run.result
+    out = _frame_geojson(result.shelters.reset_index())
+    out["summary"] = _jsonable(result.summary)
+    out["demand"] = _frame_geojson(result.demand)
+    out["responsibility_areas"] = _frame_geojson(run.areas)
+    out["unsheltered"] = _frame_geojson(result.unsheltered)
+    out["checks"] = _records(run.checks.units)
+    out["overloaded"] = _records(run.checks.overloaded)
+    if run.comparison is not None:
+        out["changes"] = _jsonable(dict(run.comparison.summary))
+        out["moved"] = _records(run.comparison.moved)
+        out["shelters_changed"] = _records(run.comparison.shelters.reset_index())
+    out["provenance"] = _jsonable(result.provenance)
+    return out
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -365,17 +459,19 @@ def _submit(request: Request, state: AppState, kind: str, task: Any) -> JSONResp
     )
 
 
-def _prevalidate(state: AppState, body: CoverageRequest | SitingRequest) -> None:
+def _prevalidate(state: AppState, body: CoverageRequest | SitingRequest | ShelterRequest) -> None:
     """Fail fast (before queueing) on bad parameters, unknown layers and invalid inline GeoJSON."""
     try:
         if isinstance(body, CoverageRequest):
             body.coverage_params()
+        elif isinstance(body, ShelterRequest):
+            body.shelter_params()
         else:
             body.siting_params()
         body.network_params(state)
     except ValueError as exc:
         raise ApiProblem(422, str(exc)) from None
-    for name in ("demand_layer", "units_layer", "candidates_layer"):
+    for name in ("demand_layer", "units_layer", "candidates_layer", "shelter_layer"):
         layer_id = getattr(body, name, None)
         if layer_id is not None:
             state.store.layer(layer_id)
@@ -383,8 +479,11 @@ def _prevalidate(state: AppState, body: CoverageRequest | SitingRequest) -> None
         state.store.layer(layer_id)
     for layer_id in getattr(body, "existing_layers", None) or []:
         state.store.layer(layer_id)
-    if body.demand is not None:
-        _inline(state, body.demand, name="demand", kind="demand")
+    demand = getattr(body, "demand", None)
+    if demand is not None:
+        _inline(state, demand, name="demand", kind="demand")
+    for name in ("hazards", "closed_roads"):
+        _inline(state, getattr(body, name, None), name=name, kind=None, ids=False)
     for name in ("facilities", "candidates"):
         fc = getattr(body, name, None)
         if fc is not None:
@@ -426,6 +525,29 @@ def siting_job(body: SitingRequest, request: Request, state: State, _: Viewer) -
     if body.candidates is None and body.candidates_layer is None:
         raise ApiProblem(422, "give candidate sites: 'candidates' (GeoJSON) or 'candidates_layer'")
     return _submit(request, state, "siting", lambda p: _run_siting(state, body, p))
+
+
+@router.post(
+    "/analysis/shelters",
+    status_code=202,
+    response_model=JobStatus,
+    responses={**PROBLEM_RESPONSES, 413: {"model": ProblemDetail}, 422: {"model": ProblemDetail}},
+    summary="应急避难场所责任区 / shelter catchments with capacity (job)",
+    description=(
+        "Assigns residents to open emergency shelters within each shelter's capacity (GB 51143 "
+        "class area per person, or the registry's capacity) and its class's service radius, "
+        "least person-weighted walking time (exact min-cost flow; aged 60+ at the elderly "
+        "speed). With `hazards` (polygons: they close their streets and disable the shelters "
+        "inside) or `closed_roads`, the result also says who changes shelter, who loses one "
+        "and which shelters overflow. Shelters set closed or full through the API take nobody. "
+        "Returns 202 and a job; the result is the shelters as GeoJSON with `summary`, "
+        "`demand`, `responsibility_areas`, `unsheltered`, `checks`, `overloaded` and, under a "
+        "hazard, `changes`."
+    ),
+)
+def shelters_job(body: ShelterRequest, request: Request, state: State, _: Viewer) -> JSONResponse:
+    _prevalidate(state, body)
+    return _submit(request, state, "shelters", lambda p: _run_shelters(state, body, p))
 
 
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="任务编号 / job ID")]

@@ -50,6 +50,8 @@ _TEXT = {
     "iso_fail": ("无法计算等时圈：", "Isochrone failed: "),
     "iso_layer": ("{b}分钟步行范围", "{b}-minute walk"),
     "coverage_kind": ("设施类别：", "Facility kind: "),
+    "flood_on": ("显示演示洪水情景", "Show the demo flood"),
+    "flood_off": ("取消洪水情景", "Without the flood"),
 }
 
 
@@ -90,6 +92,14 @@ WORKFLOWS = (
         "Eldercare coverage",
         "5/10/15分钟步行养老服务圈、覆盖率与服务空白区（老年人步行速度）。",
         "5/10/15-minute eldercare walking circles, coverage shares and gaps (elderly speed).",
+    ),
+    Workflow(
+        "shelters",
+        "应急避难场所责任区",
+        "Shelter catchments",
+        "居民按避难场所容量与服务半径就近安置：责任区、负荷、无处安置者；可选演示洪水情景。",
+        "Residents assigned to shelters within capacity and service radius: responsibility "
+        "areas, loads, residents without a place; optionally under the demo flood.",
     ),
 )
 
@@ -346,6 +356,28 @@ def _coverage_page(state: AppState, lang: str, basemap: list[str], kind: str | N
     return _finish(m, _nav("coverage", lang, extra), tools)
 
 
+def _shelters_page(state: AppState, lang: str, basemap: list[str], flood: bool) -> str:
+    from api.errors import ApiProblem
+    from geo_minzheng import scenario
+    from maps import shelters_map
+
+    layers = state.workflow_layers()
+    road_id = workflows.first_of_kind(layers, "road")
+    if workflows.first_of_kind(layers, "shelter") is None or road_id is None:
+        raise ApiProblem(404, "the shelter map needs a shelter layer and a road layer")
+    hazards = closed = None
+    if flood:
+        hazards, closed = scenario.demo_flood(layers.read(road_id))
+    run = workflows.run_shelters(
+        layers, state.network.get(), gdf_hazards=hazards, gdf_closed_roads=closed
+    )
+    m = shelters_map.shelters_map(run, lang=lang, basemap=_resolved(state, basemap))
+    other = "0" if flood else "1"
+    label = _t("flood_off" if flood else "flood_on", lang)
+    extra = f'<br><a id="gm-flood" href="/maps/shelters?lang={lang}&flood={other}">{label}</a>'
+    return _finish(m, _nav("shelters", lang, extra))
+
+
 def _revision(state: AppState) -> int:
     return state.store.revision()
 
@@ -384,4 +416,27 @@ def coverage_map_page(
     chosen = _basemaps(state, basemap)
     key = ("coverage", lang_, tuple(chosen), kind, _revision(state))
     page = _cache(state).get(key, lambda: _coverage_page(state, lang_, chosen, kind))
+    return HTMLResponse(page)
+
+
+@router.get(
+    "/maps/shelters",
+    response_class=HTMLResponse,
+    responses={404: {"description": "no shelter or road layer"}},
+    summary="应急避难场所责任区地图 / shelter catchment map",
+    description="Responsibility areas, shelters sized by capacity and coloured by load, "
+    "residents without a place; `flood=1` re-plans under the demo flood (演示情景) and shows "
+    "the flooded area and the closed bridge.",
+)
+def shelters_map_page(
+    state: State,
+    _: Viewer,
+    lang: Lang = None,
+    basemap: Basemap = None,
+    flood: Annotated[bool, Query(description="演示洪水情景 / demo flood")] = False,
+) -> HTMLResponse:
+    lang_ = _lang(state, lang)
+    chosen = _basemaps(state, basemap)
+    key = ("shelters", lang_, tuple(chosen), flood, _revision(state))
+    page = _cache(state).get(key, lambda: _shelters_page(state, lang_, chosen, flood))
     return HTMLResponse(page)

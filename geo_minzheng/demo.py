@@ -598,6 +598,7 @@ def summary_markdown(summary: dict[str, Any], *, lang: str = "zh") -> str:
             )
         )
     lines += _coverage_markdown(summary.get("coverage"), lang)
+    lines += _shelters_markdown(summary.get("shelters"), lang)
     lines += ["", f"## {t('耗时', 'Timing')}", ""]
     step_labels = summary.get("step_labels", {})
     for name, seconds in summary["timing_s"].items():
@@ -654,6 +655,65 @@ def _coverage_markdown(cov: dict[str, Any] | None, lang: str) -> list[str]:
                 f"{siting['k']} new {kind_label(siting['kind'])} sites (candidates: community "
                 f"service rooms) newly cover {siting['newly_covered_aged_60_plus']:,.0f} "
                 f"aged 60+: {', '.join(siting['chosen'])}.",
+            ),
+        ]
+    return lines
+
+
+def _shelters_markdown(sh: dict[str, Any] | None, lang: str) -> list[str]:
+    """The shelter section of the summary report (empty when the shelter step did not run)."""
+    if not sh:
+        return []
+
+    def t(zh: str, en: str) -> str:
+        return zh if lang == "zh" else en
+
+    lines = ["", f"## {t('应急避难场所责任区', 'Shelter catchments')}", ""]
+    rows = [
+        ("before_flood", t("洪水前", "Before the flood")),
+        ("after_flood", t("洪水后", "After")),
+    ]
+    rows = [(key, label) for key, label in rows if key in sh]
+    if len(rows) == 1:
+        rows = [(rows[0][0], t("当前", "Now"))]
+    lines += [
+        f"| {t('情景', 'Scenario')} | {t('常住人口', 'Residents')} | {t('已安置', 'Sheltered')} | "
+        f"{t('无处安置', 'Without a place')} | {t('超出服务半径', 'Beyond every radius')} | "
+        f"{t('启用避难场所', 'Shelters in use')} |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in rows:
+        r = sh[key]
+        lines.append(
+            f"| {label} | {r['population']:,} | {r['sheltered_persons']:,} | "
+            f"{r['unsheltered_persons']:,} | {r['beyond_radius_persons']:,} | "
+            f"{r['shelters_in_use']} |"
+        )
+    change = sh.get("flood_changes")
+    if change:
+        lines += [
+            "",
+            t(
+                f"演示洪水情景（伊通河沿岸，演示情景）：{change['moved_persons']:,} 人"
+                f"改去其他避难场所，{change['lost_persons']:,} 人失去安置（其中60岁及以上 "
+                f"{change['lost_aged_60_plus']:,} 人），"
+                f"{change['shelters_disabled']} 处避难场所停用。",
+                f"Demo flood (Yitong river banks, demo scenario): {change['moved_persons']:,} "
+                f"residents change shelter, {change['lost_persons']:,} lose their place "
+                f"({change['lost_aged_60_plus']:,} aged 60+), {change['shelters_disabled']} "
+                "shelters disabled.",
+            ),
+        ]
+    share = sh.get("fixed_share")
+    if share:
+        met = t("达标", "met") if share["met"] else t("未达标", "not met")
+        lines += [
+            "",
+            t(
+                f"固定避难场所可容纳全区常住人口的 {share['fixed_share']:.1%}"
+                f"（标准不低于 {share['target_share']:.0%}，{met}）。",
+                f"Fixed shelters hold {share['fixed_share']:.1%} of the residents (standard: at "
+                f"least {share['target_share']:.0%}, {met}).",
             ),
         ]
     return lines

@@ -156,7 +156,7 @@ def _areas(m: Any, areas: gpd.GeoDataFrame, lang: str) -> None:
         geometry=areas.geometry.to_numpy(),
         crs=areas.crs,
     )
-    style = {"color": "#6a51a3", "fillColor": "#bcbddc", "fillOpacity": 0.25, "weight": 1.5}
+    style = {"color": "#54278f", "fillColor": "#9e9ac8", "fillOpacity": 0.35, "weight": 2}
     render.add_layer(m, shown, kind=None, title=_t("areas", lang), lang=lang, style=style)
 
 
@@ -237,7 +237,8 @@ def _unsheltered(
         crs=unsheltered.crs,
     )
     colour = "#d7301f"
-    style = {"color": colour, "fillColor": colour, "radius": 4, "fillOpacity": 0.9, "weight": 1}
+    # small and light: thousands of points must not hide the shelters and areas under them
+    style = {"color": colour, "fillColor": colour, "radius": 2.5, "fillOpacity": 0.55, "weight": 0}
     name = _t("unsheltered", lang)
     render.add_layer(m, shown, kind=None, title=name, lang=lang, style=style, legend=False)
     legend.append(render.LegendItem(name, colour, "circle", colour, 0.9))

@@ -93,7 +93,7 @@ def accessibility(
     *,
     capacity_field: str = "beds",
     demand_field: str = "aged_60_plus",
-    max_cost_min: float = 15.0,
+    max_cost_min: float = params.DEFAULT_SITING_BREAK_MIN,
     weights: WeightSpec = None,
     max_snap_m: float = params.DEFAULT_MAX_SNAP_M,
 ) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
+from geo_minzheng import params
 from geo_minzheng import standards as gm_standards
 from geo_minzheng.admin_units import unit_membership
 from geo_minzheng.coverage import CoverageResult
@@ -27,7 +28,7 @@ def compliance(
     existing: bool = True,
     area_categories: Sequence[str] = ("home_care_center", "day_care_center"),
     coverage_kind: str | None = "home_care_center",
-    coverage_break_min: float = 15.0,
+    coverage_break_min: float = params.DEFAULT_SITING_BREAK_MIN,
     coverage_target_share: float = 1.0,
 ) -> pd.DataFrame:
     """Compliance of each admin unit with the eldercare norms: met / not met and by how much.

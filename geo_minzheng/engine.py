@@ -42,6 +42,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.spatial import KDTree
 
+from geo_minzheng import params
 from geo_minzheng._errors import (
     LayerValidationError,
     NetworkError,
@@ -621,7 +622,7 @@ class Engine:
         gdf: gpd.GeoDataFrame,
         *,
         id_field: str = "id",
-        max_snap_m: float = 300.0,
+        max_snap_m: float = params.DEFAULT_MAX_SNAP_M,
         checked_ids: np.ndarray | None = None,
     ) -> Snapped:
         """Attach points to their nearest road edge.
@@ -736,7 +737,7 @@ class Engine:
         y: Sequence[float],
         *,
         crs: object = None,
-        max_snap_m: float = 300.0,
+        max_snap_m: float = params.DEFAULT_MAX_SNAP_M,
     ) -> Snapped:
         """Snap coordinates (in ``crs``, default the engine's CRS); IDs are '0', '1', ..."""
         gdf = gpd.GeoDataFrame(
@@ -1313,7 +1314,7 @@ class Engine:
         *,
         barriers: BarrierArg = None,
         crs: object = None,
-        max_snap_m: float = 300.0,
+        max_snap_m: float = params.DEFAULT_MAX_SNAP_M,
     ) -> Route:
         """Shortest path between two coordinates (in ``crs``, default the engine's CRS).
 

@@ -169,6 +169,8 @@ DEFAULT_COVERAGE_CATEGORIES: tuple[str, ...] | None = None
 LIFE_CIRCLE_CATEGORIES: tuple[str, ...] = ("home_care_center", "day_care_center")
 #: Facility kind the coverage workflow maps and sites by default.
 DEFAULT_COVERAGE_KIND = "home_care_center"
+#: The life circle's largest break, minutes: the default reach of siting, compliance and 2SFCA.
+DEFAULT_SITING_BREAK_MIN = max(DEFAULT_BREAKS_MIN)
 #: Distance from the nearest road beyond which a point is reported as not snapped, metres.
 DEFAULT_MAX_SNAP_M = 300.0
 

@@ -355,7 +355,7 @@ def maximal_covering(
     *,
     k: int,
     gdf_existing: gpd.GeoDataFrame | None = None,
-    break_min: float = 15.0,
+    break_min: float = params.DEFAULT_SITING_BREAK_MIN,
     weight_field: str = "aged_60_plus",
     max_snap_m: float = params.DEFAULT_MAX_SNAP_M,
     time_limit_s: float | None = 60.0,
@@ -387,7 +387,7 @@ def minimal_cover(
     engine: Engine,
     *,
     gdf_existing: gpd.GeoDataFrame | None = None,
-    break_min: float = 15.0,
+    break_min: float = params.DEFAULT_SITING_BREAK_MIN,
     max_snap_m: float = params.DEFAULT_MAX_SNAP_M,
     time_limit_s: float | None = 60.0,
 ) -> SitingResult:

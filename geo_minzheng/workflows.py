@@ -402,7 +402,7 @@ class SitingParams:
 
     method: str = "maximal_covering"
     k: int = params.DEFAULT_NEW_SITES
-    break_min: float = max(params.DEFAULT_BREAKS_MIN)
+    break_min: float = params.DEFAULT_SITING_BREAK_MIN
     max_snap_m: float = params.DEFAULT_MAX_SNAP_M
     demand_layer: str | None = None
     candidates_layer: str | None = None

@@ -40,7 +40,7 @@ _BREAKS_FIELD = Field(
     description=params.BREAKS_DESCRIPTION,
 )
 _BREAK_FIELD = Field(
-    default=max(params.DEFAULT_BREAKS_MIN),
+    default=params.DEFAULT_SITING_BREAK_MIN,
     gt=0,
     le=params.MAX_BREAK_MIN,
     description="时间阈值（分钟）/ time break in minutes",

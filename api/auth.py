@@ -1,17 +1,28 @@
-"""API keys: the ``X-API-Key`` header, roles viewer < editor < admin, keys stored as scrypt hashes.
+"""API keys: the ``X-API-Key`` header, roles viewer < editor < admin, wrong keys rate-limited.
 
-Verifying a scrypt hash takes ~30 ms on purpose; keys that verified once are remembered in this
-process under an HMAC of the key with a random per-process secret (never the key itself), so a
-busy editor does not pay the cost on every request.
+Keys made by ``python -m geo_minzheng.settings new-key`` carry their key ID, so a request's key
+is checked against the one entry with that ID, by a keyed digest: microseconds, right or wrong
+(:mod:`geo_minzheng.settings`). Keys people chose themselves (scrypt hashes) still work; they
+cost ~30 ms per entry to check, so keys that verified once are remembered in this process under
+an HMAC of the key with a random per-process secret (never the key itself), and only those
+entries are tried for a key without an ID.
+
+A client address that sends more than ``max_key_failures`` wrong keys within
+``key_failure_window_s`` gets 429 with Retry-After for its keyed requests until the window has
+passed (reads without a key are not affected): guessing costs the guesser, not the service.
+Each worker process counts on its own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import math
 import secrets
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -19,7 +30,9 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from api.errors import ApiProblem
-from geo_minzheng.settings import ROLES, ApiKey, Settings, verify_api_key
+from geo_minzheng.settings import ROLES, ApiKey, Settings, api_key_id, verify_api_key
+
+log = logging.getLogger("geo_minzheng.api")
 
 API_KEY_HEADER = "X-API-Key"
 _header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="API 密钥 / API key")
@@ -40,25 +53,105 @@ class Principal:
 ANONYMOUS = Principal("anonymous", "viewer")
 
 
-class KeyRing:
-    """The configured keys, with a small cache of keys that verified."""
+class FailureLimiter:
+    """Wrong-key attempts per client address in a sliding window (bounded memory).
 
-    def __init__(self, keys: list[ApiKey], *, cache_size: int = 256) -> None:
-        self._keys = list(keys)
+    Parameters
+    ----------
+    max_failures
+        Wrong keys a client may send within ``window_s`` before it is refused.
+    window_s
+        Length of the window, seconds.
+    max_clients
+        Client addresses remembered (the least recently failing are forgotten first).
+    """
+
+    def __init__(self, max_failures: int, window_s: float, *, max_clients: int = 4096) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self._max_clients = max_clients
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retry_after_s(self, client: str) -> float:
+        """Seconds until ``client`` may try keys again; 0 when it may now."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._failures.get(client)
+            if times is None:
+                return 0.0
+            while times and times[0] <= now - self.window_s:
+                times.popleft()
+            if len(times) < self.max_failures:
+                return 0.0
+            return max(0.0, times[-self.max_failures] + self.window_s - now)
+
+    def failed(self, client: str) -> None:
+        """Count one wrong key from ``client``."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._failures.get(client)
+            if times is None:
+                times = self._failures[client] = deque(maxlen=self.max_failures)
+                while len(self._failures) > self._max_clients:
+                    self._failures.popitem(last=False)
+            else:
+                self._failures.move_to_end(client)
+            times.append(now)
+
+
+class KeyRing:
+    """The configured keys: by key ID (fast digests) and a list of scrypt entries."""
+
+    def __init__(
+        self,
+        keys: list[ApiKey],
+        *,
+        max_failures: int = 10,
+        window_s: float = 60.0,
+        cache_size: int = 256,
+    ) -> None:
+        self._by_id = {entry.key_id: entry for entry in keys if entry.key_id is not None}
+        self._scrypt = [entry for entry in keys if entry.key_id is None]
         self._secret = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, Principal] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self.limiter = FailureLimiter(max_failures, window_s)
+        if self._scrypt:
+            names = ", ".join(entry.name for entry in self._scrypt)
+            log.warning(
+                "API keys %s use scrypt hashes (a wrong key costs ~30 ms per such key); "
+                "issue new ones with 'python -m geo_minzheng.settings new-key'",
+                names,
+            )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        """The keys and the wrong-key limits of ``settings``."""
+        return cls(
+            settings.api_keys,
+            max_failures=settings.max_key_failures,
+            window_s=settings.key_failure_window_s,
+        )
 
     def identify(self, key: str) -> Principal | None:
         """The principal of ``key``, or None when no configured key matches."""
-        tag = hmac.new(self._secret, key.encode(), hashlib.sha256).digest()
+        key_id = api_key_id(key)
+        if key_id is not None:  # one keyed digest against the one entry with that ID
+            entry = self._by_id.get(key_id)
+            if entry is not None and verify_api_key(key, entry.hash):
+                return Principal(entry.name, entry.role)
+            return None
+        if not self._scrypt:
+            return None
+        tag = hmac.new(self._secret, key.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
         with self._lock:
             hit = self._cache.get(tag)
             if hit is not None:
                 self._cache.move_to_end(tag)
                 return hit
-        for entry in self._keys:
+        for entry in self._scrypt:
             if verify_api_key(key, entry.hash):
                 principal = Principal(entry.name, entry.role)
                 with self._lock:
@@ -83,6 +176,10 @@ def _unauthorized(detail: str) -> ApiProblem:
     )
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
 def require(role: str, *, anonymous_ok: bool = True):  # noqa: ANN201 - a FastAPI dependency
     """A dependency that admits a caller whose key has ``role`` or a stronger one.
 
@@ -98,8 +195,19 @@ def require(role: str, *, anonymous_ok: bool = True):  # noqa: ANN201 - a FastAP
                 return ANONYMOUS
             msg = f"this request needs an API key with role '{role}' in the {API_KEY_HEADER} header"
             raise _unauthorized(msg)
-        principal = _keyring(request).identify(key)
+        ring, client = _keyring(request), _client(request)
+        wait_s = ring.limiter.retry_after_s(client)
+        if wait_s > 0:
+            retry = max(1, math.ceil(wait_s))
+            msg = (
+                f"too many wrong API keys from this address (more than "
+                f"{ring.limiter.max_failures} in {ring.limiter.window_s:g} s); "
+                f"try again in {retry} s"
+            )
+            raise ApiProblem(429, msg, headers={"Retry-After": str(retry)})
+        principal = ring.identify(key)
         if principal is None:
+            ring.limiter.failed(client)
             msg = f"the API key in the {API_KEY_HEADER} header is not valid"
             raise _unauthorized(msg)
         if not principal.has(role):

@@ -1,6 +1,6 @@
 """One table from domain errors to HTTP status codes, and RFC 9457 problem+json bodies.
 
-The core never raises HTTP errors (STYLE.md #2); routes let domain errors propagate and the
+The core never raises HTTP errors; routes let domain errors propagate and the
 handlers here turn them into ``application/problem+json`` with a bilingual title and the
 domain message as ``detail``. Unexpected errors become a bare 500: no stack trace, no path.
 """
@@ -8,6 +8,7 @@ domain message as ``detail``. Unexpected errors become a bare 500: no stack trac
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,8 +22,10 @@ from geo_minzheng._errors import (
     ConflictError,
     CRSError,
     GeoMinzhengError,
+    LayerReadError,
     LayerValidationError,
     NetworkError,
+    PartitionError,
     PermissionDeniedError,
     SolverError,
     StoreError,
@@ -40,13 +43,17 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (ConflictError, 409),
     (PermissionDeniedError, 403),
     (LayerValidationError, 422),
+    (LayerReadError, 422),
     (CRSError, 400),
     (UnreachableError, 422),
     (CapacityError, 422),
     (NetworkError, 422),
-    (SolverError, 500),
+    # the solver found no optimum for these inputs (infeasible, too large): say so, with why
+    (SolverError, 422),
     (CatalogError, 500),
     (StoreError, 503),
+    # a province run's partition failed every retry on the cluster: try again later (resumes)
+    (PartitionError, 503),
 )
 #: Errors whose messages may name files or servers: the client gets a generic detail.
 _HIDE_DETAIL = (CatalogError, StoreError)
@@ -62,6 +69,7 @@ TITLES = {
     415: "不支持的媒体类型 / Unsupported media type",
     422: "数据无法处理 / Unprocessable content",
     428: "缺少版本号 / Precondition required",
+    429: "请求过于频繁 / Too many requests",
     500: "服务器内部错误 / Internal server error",
     503: "服务暂不可用 / Service unavailable",
 }
@@ -131,6 +139,21 @@ def domain_problem(exc: GeoMinzhengError) -> tuple[int, dict[str, Any]]:
     return status, problem(status, str(exc), **extra)
 
 
+#: File paths in a message (two or more separators), replaced before a message reaches a client.
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.\-~]+){2,}[\\/]?")
+
+
+def unexpected_problem(exc: BaseException, *, what: str = "the analysis") -> dict[str, Any]:
+    """A 500 problem body that says what went wrong (type and message), paths removed.
+
+    For failures a job reports after the request that queued it has long been answered: the
+    client cannot see the server log, so "failed unexpectedly" alone would tell it nothing.
+    """
+    text = _PATH.sub("<path>", str(exc).splitlines()[0] if str(exc) else "")[:300]
+    detail = f"{what} failed: {type(exc).__name__}" + (f": {text}" if text else "")
+    return problem(500, detail)
+
+
 def _request_validation_status(exc: RequestValidationError) -> int:
     locations = [err.get("loc", ("",))[0] for err in exc.errors()]
     return 422 if locations and all(loc == "body" for loc in locations) else 400
@@ -140,7 +163,8 @@ def _describe(errors: list[dict[str, Any]]) -> str:
     parts = []
     for err in errors[:10]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        text = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {text}")
     return "; ".join(parts)
 
 

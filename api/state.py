@@ -128,6 +128,10 @@ class LayerMeta:
     scenario: bool = False
     editable: bool = False
     editable_fields: tuple[str, ...] = ()
+    #: What an editor may do besides changing editable_fields (catalog flags; admins may always).
+    geometry_editable: bool = False
+    allow_create: bool = False
+    allow_delete: bool = False
 
     def title(self, lang: str) -> str:
         """The title in ``lang``."""

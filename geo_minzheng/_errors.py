@@ -34,6 +34,23 @@ class LayerValidationError(GeoMinzhengError, ValueError):
         super().__init__(f"layer '{layer}' has {len(self.problems)} problem(s):\n{shown}{more}")
 
 
+class LayerReadError(GeoMinzhengError, ValueError):
+    """A layer file cannot be read at all: empty, truncated, undecodable, not its format, ...
+
+    ``path`` is the file, ``code`` says what is wrong (``geo_minzheng.io`` lists the codes) and
+    ``values`` holds the details a report words in Chinese or English (line, column, ...).
+    """
+
+    def __init__(
+        self, path: str, code: str, reason: str, values: dict[str, object] | None = None
+    ) -> None:
+        self.path = path
+        self.code = code
+        self.reason = reason
+        self.values = dict(values or {})
+        super().__init__(f"cannot read {path}: {reason}")
+
+
 class CRSError(GeoMinzhengError, ValueError):
     """A coordinate reference system is missing, unknown or unusable."""
 
@@ -79,3 +96,11 @@ class ConflictError(StoreError):
 
 class PermissionDeniedError(GeoMinzhengError, PermissionError):
     """The caller lacks the role an action needs."""
+
+
+class PartitionError(GeoMinzhengError, RuntimeError):
+    """A partition of a province run failed after every retry (``failures`` lists each try)."""
+
+    def __init__(self, message: str, failures: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.failures = failures or []

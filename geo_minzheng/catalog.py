@@ -1,10 +1,12 @@
 """The declarative layer catalog (``layers/catalog.yml``): which layers exist, where, and how shown.
 
 The catalog is the one place where a bureau declares its layers: file, kind, titles in Chinese and
-English, column mapping, source CRS, map style and which fields may be edited. It is validated
-when loaded (pydantic v2), so a typo fails at start-up with the entry and field named, not later
-inside a request. ``${VAR}`` and ``${VAR:-default}`` in any string are taken from the environment
-(e.g. ``${GEO_MINZHENG_DATA:-data}``); relative source paths are relative to the catalog's folder.
+English, column mapping, source CRS, map style and what an editor may change (see
+:class:`LayerEntry`: ``editable``, ``editable_fields``, ``geometry_editable``, ``allow_create``,
+``allow_delete``; an admin may change anything, a viewer nothing). It is validated when loaded
+(pydantic v2), so a typo fails at start-up with the entry and field named, not later inside a
+request. ``${VAR}`` and ``${VAR:-default}`` in any string are taken from the environment (e.g.
+``${GEO_MINZHENG_DATA:-data}``); relative source paths are relative to the catalog's folder.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import pyogrio
 import yaml
 from pydantic import (
     BaseModel,
@@ -63,6 +64,13 @@ class LayerEntry(BaseModel):
     (default: the kind's); ``fields`` maps canonical field names to the source file's columns for
     headers that are not recognised automatically; ``layer`` is the layer (GeoPackage) or sheet
     (XLSX) inside the source file, by default the entry's ID for a GeoPackage.
+
+    What the API lets a key with the editor role do (an admin may do everything, a viewer only
+    read): nothing unless ``editable``; then change the ``editable_fields`` of existing records,
+    and only with ``geometry_editable`` move or reshape them, with ``allow_create`` add records,
+    with ``allow_delete`` remove them. All default to no, so that a field inspector's key can
+    record a marker's state but not move the marker, and a new kind of edit is a decision
+    written in the catalog.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -83,6 +91,12 @@ class LayerEntry(BaseModel):
     style: Style = Field(default_factory=Style)
     editable: bool = False
     editable_fields: list[str] = Field(default_factory=list)
+    #: Editors may change records' geometry (move a point, reshape an area).
+    geometry_editable: bool = False
+    #: Editors may add records (with every field; the kind's rules still apply).
+    allow_create: bool = False
+    #: Editors may remove records.
+    allow_delete: bool = False
     scenario: bool = False
 
     @field_validator("kind")
@@ -116,9 +130,16 @@ class LayerEntry(BaseModel):
                     f"'{self.kind}'; expected one of: {', '.join(sorted(known))}"
                 )
                 raise ValueError(msg)
-        if self.editable_fields and not self.editable:
-            msg = "editable_fields is set but editable is false; set editable: true"
-            raise ValueError(msg)
+        flags = {
+            "editable_fields": bool(self.editable_fields),
+            "geometry_editable": self.geometry_editable,
+            "allow_create": self.allow_create,
+            "allow_delete": self.allow_delete,
+        }
+        for name, given in flags.items():
+            if given and not self.editable:
+                msg = f"{name} is set but editable is false; set editable: true"
+                raise ValueError(msg)
         return self
 
     def read(self, *, validate: bool = True) -> gpd.GeoDataFrame:
@@ -212,7 +233,7 @@ def _check_source(entry: LayerEntry) -> None:
         )
         raise CatalogError(msg)
     if entry.source.suffix.lower() == ".gpkg" and entry.layer is not None:
-        names = [str(row[0]) for row in pyogrio.list_layers(entry.source)]
+        names = gm_io.layer_names(entry.source)  # LayerReadError naming the file if unreadable
         if entry.layer not in names:
             msg = (
                 f"catalog entry '{entry.id}': field 'layer': GeoPackage {entry.source.name} has "
@@ -250,6 +271,9 @@ def load_catalog(
         raise CatalogError(msg)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, no permission, not UTF-8 text
+        msg = f"layer catalog {path} cannot be read: {exc}"
+        raise CatalogError(msg) from None
     except yaml.YAMLError as exc:
         msg = f"layer catalog {path} is not valid YAML: {exc}"
         raise CatalogError(msg) from exc

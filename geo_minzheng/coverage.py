@@ -28,16 +28,41 @@ from geo_minzheng import standards as gm_standards
 from geo_minzheng.admin_units import unit_membership
 from geo_minzheng.demand import check_demand, representative_points
 from geo_minzheng.engine import Engine, Snapped
-from geo_minzheng.kinds import in_service
+from geo_minzheng.kinds import ADMIN_LEVELS, ELDERCARE_CATEGORIES, in_service
 
 #: Radius around each uncovered demand point when gap areas are drawn (two points closer than
 #: twice this fall into the same gap). 150 m is half the 5-minute circle's 300 m walk.
 DEFAULT_GAP_BUFFER_M = 150.0
 TOTAL = "total"
 WGS84 = CRS.from_epsg(4326)
+#: The combined kind: a demand point is covered when any eldercare facility of the kinds
+#: covered (``ELDERCARE_CATEGORIES``) is within the break, whichever category it is.
+ANY_ELDERCARE = "any_eldercare"
+#: A unit whose street density (km of network per km²) is below this share of the median of
+#: its level's units has almost no road data in the network's extract: its coverage shares are
+#: not computed (NaN) and the table says so, instead of a misleading 0 %. 5 %: the Changchun
+#: extract's 绿园区 has 0.4 % of the median density (1.1 km of streets in 320 km²), the other
+#: districts 58-100 %.
+SPARSE_ROAD_SHARE = 0.05
+
+#: The table's note on a unit with almost no road data (zh, en); ``km``: its street length.
+_SPARSE_NOTE = (
+    "路网数据几乎未覆盖本区（仅 {km:.1f} km 道路），覆盖率无法计算",
+    "almost no road data in this unit (only {km:.1f} km of streets): coverage not computed",
+)
 
 #: Empty results, copied (a copy costs a fifth of building one, ~1 ms for a GeoDataFrame)
-_GAP_COLUMNS = ["kind", "break_min", "rank", "n_points", "population", "aged_60_plus", "area_m2"]
+_GAP_COLUMNS = [
+    "kind",
+    "break_min",
+    "rank",
+    "unit",
+    "unit_name",
+    "n_points",
+    "population",
+    "aged_60_plus",
+    "area_m2",
+]
 _NO_GAPS = gpd.GeoDataFrame(
     pd.DataFrame({c: [] for c in _GAP_COLUMNS}).assign(geometry=None),
     geometry="geometry",
@@ -211,6 +236,84 @@ def gap_polygons(
     ]
 
 
+def finest_units(
+    rows: np.ndarray, units: np.ndarray, levels: Sequence[Any], n_rows: int
+) -> np.ndarray:
+    """Each demand row's most detailed admin unit (-1 where it is in none).
+
+    ``(rows, units)`` are membership pairs (a row is in its district and in its city);
+    ``levels[u]`` is unit ``u``'s level (``kinds.ADMIN_LEVELS``: the later the finer; unknown
+    levels count as the coarsest). Ties go to the lowest unit number.
+    """
+    out = np.full(n_rows, -1, dtype=np.int64)
+    if len(rows) == 0:
+        return out
+    order = {level: i for i, level in enumerate(ADMIN_LEVELS)}
+    rank = np.asarray([order.get(lv, -1) if isinstance(lv, str) else -1 for lv in levels])
+    rows, units = np.asarray(rows, dtype=np.int64), np.asarray(units, dtype=np.int64)
+    # sorted by row, then coarse to fine, then highest unit number first: each row's last pair
+    # is its finest unit (the lowest number among equals)
+    o = np.lexsort((-units, rank[units], rows))
+    r, u = rows[o], units[o]
+    last = np.flatnonzero(np.r_[r[1:] != r[:-1], True])
+    out[r[last]] = u[last]
+    return out
+
+
+def gap_units(
+    gap_of_point: np.ndarray,
+    unit_of_point: np.ndarray,
+    aged_60_plus: np.ndarray,
+    population: np.ndarray,
+    n_gaps: int,
+) -> np.ndarray:
+    """The admin unit each gap lies in: the one holding most of its residents aged 60+ (then
+    most residents, then the lowest unit number); -1 when none of its points is in a unit.
+
+    ``gap_of_point`` holds gap ranks (1..n_gaps) of uncovered points, ``unit_of_point`` their
+    units (-1: none), e.g. from :func:`finest_units`.
+    """
+    out = np.full(n_gaps, -1, dtype=np.int64)
+    ok = np.asarray(unit_of_point) >= 0
+    if not ok.any():
+        return out
+    gap = np.asarray(gap_of_point, dtype=np.int64)[ok] - 1
+    unit = np.asarray(unit_of_point, dtype=np.int64)[ok]
+    n_units = int(unit.max()) + 1
+    keys, inverse = np.unique(gap * n_units + unit, return_inverse=True)
+    aged = np.bincount(inverse, weights=np.asarray(aged_60_plus, float)[ok])
+    pop = np.bincount(inverse, weights=np.asarray(population, float)[ok])
+    g, u = keys // n_units, keys % n_units
+    o = np.lexsort((u, -pop, -aged, g))
+    first = o[np.r_[True, g[o][1:] != g[o][:-1]]]
+    out[g[first]] = u[first]
+    return out
+
+
+def sparse_road_units(
+    road_km: np.ndarray,
+    area_km2: np.ndarray,
+    levels: Sequence[Any],
+    *,
+    share: float = SPARSE_ROAD_SHARE,
+) -> np.ndarray:
+    """Which units have almost no road data: street density below ``share`` of the median
+    density of the units of the same level (a level with one unit is never flagged)."""
+    km = np.asarray(road_km, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        density = km / np.asarray(area_km2, dtype=float)
+    keys = pd.Series([str(lv) if isinstance(lv, str) else "" for lv in levels])
+    sparse = np.zeros(len(km), dtype=bool)
+    for _, idx in keys.groupby(keys).groups.items():
+        pos = np.asarray(idx)
+        d = density[pos]
+        finite = d[np.isfinite(d)]
+        if len(pos) < 2 or not len(finite) or np.median(finite) <= 0:
+            continue
+        sparse[pos] = np.isfinite(d) & (d < share * np.median(finite))
+    return sparse
+
+
 # --------------------------------------------------------------------------------------------
 # Layer handling
 # --------------------------------------------------------------------------------------------
@@ -257,10 +360,15 @@ class CoverageResult:
         ``time_min_<kind>`` (minutes to it, inf if none within the largest break).
     table
         Long table: kind, unit, unit_name, level, break_min, population, aged_60_plus,
-        covered_population, covered_aged_60_plus, share_population, share_aged_60_plus.
-        ``unit == "total"`` is the whole demand layer.
+        covered_population, covered_aged_60_plus, share_population, share_aged_60_plus, and
+        with unit polygons road_km (streets of the network in the unit) and sparse_roads
+        (almost no road data: shares NaN, see :meth:`unit_notes`). ``unit == "total"`` is the
+        whole demand layer; kinds are the facility kinds, then the combined ones
+        (``any_eldercare``).
     gaps
-        Gap areas (WGS84): kind, break_min, rank, n_points, population, aged_60_plus, area_m2.
+        Gap areas (WGS84): kind, break_min, rank, unit and unit_name (the admin unit holding most
+        of the gap's residents aged 60+, the most detailed level), n_points, population,
+        aged_60_plus, area_m2.
     not_snapped
         Demand and facility points too far from any road: layer, id, distance_m. Demand listed
         here is counted as not covered.
@@ -279,8 +387,17 @@ class CoverageResult:
         """Facility kinds covered, in input order."""
         return list(self.provenance.get("kinds", []))
 
+    def unit_notes(self, *, lang: str = "zh") -> dict[str, str]:
+        """Why a unit has no coverage shares (almost no road data), by unit code, in ``lang``."""
+        if "sparse_roads" not in self.table:
+            return {}
+        rows = self.table[self.table["sparse_roads"]].drop_duplicates("unit")
+        text = _SPARSE_NOTE[0 if lang == "zh" else 1]
+        return {str(r.unit): text.format(km=float(r.road_km)) for r in rows.itertuples()}
+
     def unit_table(self, kind: str, *, lang: str = "zh") -> pd.DataFrame:
-        """Wide per-unit table for one kind: aged-60+ share covered at each break (for maps)."""
+        """Wide per-unit table for one kind: aged-60+ share covered at each break (for maps);
+        a unit with almost no road data has no shares and a note saying so."""
         t = self.table[self.table["kind"] == kind]
         wide = t.pivot_table(
             index=["unit", "unit_name"],
@@ -297,7 +414,11 @@ class CoverageResult:
         ]
         if lang == "zh":
             pops.columns = ["常住人口", "60岁及以上人口"]
-        return pops.join(wide).reset_index()
+        out = pops.join(wide).reset_index()
+        notes = self.unit_notes(lang=lang)
+        if notes:
+            out["备注" if lang == "zh" else "note"] = out["unit"].astype(str).map(notes)
+        return out
 
     def unit_layer(
         self, gdf_units: gpd.GeoDataFrame, kind: str, *, lang: str = "zh"
@@ -358,6 +479,26 @@ def _unreached(n_demand: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full(n_demand, np.inf), np.full(n_demand, None, dtype=object)
 
 
+def road_km_per_unit(engine: Engine, gdf_units: gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Kilometres of the engine's streets in each unit and the unit's area in km².
+
+    A street segment counts in the unit holding its midpoint (segments are short, so the
+    share of a segment across a boundary does not matter for a density); each street is
+    counted once, whatever its directions.
+    """
+    polys = gdf_units.geometry.to_numpy()
+    if len(polys) == 0:
+        return np.zeros(0), np.zeros(0)
+    to_engine = gm_crs.point_transform(CRS.from_user_input(gdf_units.crs).srs, engine.crs.srs)
+    polys = shapely.transform(polys, lambda xy: np.column_stack(to_engine(xy[:, 0], xy[:, 1])))
+    segments = engine.arrays.segment_geometry
+    middle = shapely.line_interpolate_point(segments, 0.5, normalized=True)
+    # the polygons are the query side: GEOS prepares them once each
+    unit, seg = shapely.STRtree(middle).query(polys, predicate="contains")
+    km = np.bincount(unit, weights=shapely.length(segments[seg]), minlength=len(polys)) / 1e3
+    return km, shapely.area(polys) / 1e6
+
+
 def analyze(
     gdf_demand: gpd.GeoDataFrame,
     facilities: Mapping[str, gpd.GeoDataFrame],
@@ -369,8 +510,15 @@ def analyze(
     gap_buffer_m: float = DEFAULT_GAP_BUFFER_M,
     gaps: bool = True,
     max_snap_m: float = params.DEFAULT_MAX_SNAP_M,
+    combined: Mapping[str, Sequence[str]] | None = None,
 ) -> CoverageResult:
     """Coverage of demand by each facility kind at each time break, per admin unit and in total.
+
+    Besides the facility kinds, the result covers combined kinds (by default
+    :data:`ANY_ELDERCARE`: the nearest facility of any eldercare category covered, when two or
+    more are), in the table, the demand columns and the gaps. With ``gdf_units``, each unit's
+    street length is measured and a unit with almost no road data (:func:`sparse_road_units`)
+    gets NaN shares and ``sparse_roads`` set, rather than a 0 % that the data cannot support.
 
     Parameters
     ----------
@@ -393,6 +541,10 @@ def analyze(
         Whether to build gap areas (False skips the polygon work, e.g. for batch tables).
     max_snap_m
         Points farther from a road than this are reported in ``not_snapped``, never dropped.
+    combined
+        Combined kinds: name -> facility kinds whose nearest facility counts (kinds not in
+        ``facilities`` are ignored; a name with none left is dropped). None: the default above;
+        ``{}``: none.
     """
     ids = check_demand(gdf_demand)
     _check_time_engine(engine)
@@ -415,12 +567,30 @@ def analyze(
         columns["id"] = ids
     work = _working_crs(demand) if gaps else None  # gap polygons are drawn in metres
     xy = _projected_xy(demand, work) if work is not None else np.zeros((0, 2))
-    for kind, gdf_fac in facilities.items():
-        time_s, nearest, far_fac = _kind_times(
-            engine, dem_snapped, len(demand), gdf_fac, cutoff_s=cutoff_s, max_snap_m=max_snap_m
-        )
-        if far_fac is not None:
-            far.append(far_fac.assign(layer=kind))
+    finest = finest_units(rows, units, info["level"].tolist(), len(demand))
+    wanted = combined if combined is not None else _default_combined(list(facilities))
+    combine = {
+        name: [k for k in members if k in facilities]
+        for name, members in wanted.items()
+        if name not in facilities and any(k in facilities for k in members)
+    }
+    times: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    kinds = list(facilities)
+    for kind in [*kinds, *combine]:
+        if kind in facilities:
+            time_s, nearest, far_fac = _kind_times(
+                engine,
+                dem_snapped,
+                len(demand),
+                facilities[kind],
+                cutoff_s=cutoff_s,
+                max_snap_m=max_snap_m,
+            )
+            if far_fac is not None:
+                far.append(far_fac.assign(layer=kind))
+            times[kind] = time_s, nearest
+        else:  # a combined kind: the nearest facility of any of its member kinds
+            time_s, nearest = _nearest_of([times[k] for k in combine[kind]])
         columns[f"nearest_{kind}"] = pd.Series(nearest, index=demand.index, dtype=object)
         columns[f"time_min_{kind}"] = params.s_to_minutes(time_s)
         tables.append(
@@ -430,12 +600,18 @@ def analyze(
         )
         if gaps:
             un = ~(time_s <= params.minutes_to_s(gap_break))
-            _, kind_gaps = gap_polygons(xy[un], pop[un], aged[un], buffer_m=gap_buffer_m)
+            labels, kind_gaps = gap_polygons(xy[un], pop[un], aged[un], buffer_m=gap_buffer_m)
+            where = gap_units(labels, finest[un], aged[un], pop[un], len(kind_gaps))
+            kind_gaps.insert(1, "unit_name", _unit_labels(where, info["name"]))
+            kind_gaps.insert(1, "unit", _unit_labels(where, info["adcode"].astype(str)))
             kind_gaps.insert(0, "break_min", gap_break)
             kind_gaps.insert(0, "kind", kind)
             gap_frames.append(kind_gaps)
     demand = demand.assign(**columns)
-    table = _long_table(list(facilities), tables, info)
+    table = _long_table([*kinds, *combine], tables, info)
+    roads = _road_data(engine, gdf_units, info) if len(info) else None
+    if roads is not None and len(table):
+        table = _with_road_data(table, *roads)
     if gap_frames:
         gaps_df = pd.concat(gap_frames, ignore_index=True)
         gaps_gdf = gpd.GeoDataFrame(gaps_df, geometry="geometry", crs=work).to_crs(WGS84)
@@ -443,7 +619,8 @@ def analyze(
         gaps_gdf = _NO_GAPS.copy()
     speed, profile, weight = _engine_speed(engine)
     provenance = {
-        "kinds": list(facilities),
+        "kinds": kinds,
+        "combined": combine,
         "breaks_min": breaks,
         "gap_break_min": gap_break,
         "gap_buffer_m": gap_buffer_m,
@@ -453,6 +630,10 @@ def analyze(
         "weight": weight,
         "units": "admin_code" if gdf_units is None else gdf_units.attrs.get("layer", "admin_unit"),
         "standard": _standard_label(),
+        "sparse_road_share": SPARSE_ROAD_SHARE,
+        "sparse_road_units": sorted(table.loc[table["sparse_roads"], "unit"].unique())
+        if "sparse_roads" in table
+        else [],
     }
     demand.attrs = dict(gdf_demand.attrs) | {"coverage": provenance}
     not_snapped = (
@@ -461,6 +642,58 @@ def analyze(
         else _NONE_FAR.copy()
     )
     return CoverageResult(demand, table, gaps_gdf, not_snapped, provenance)
+
+
+def _default_combined(kinds: list[str]) -> dict[str, list[str]]:
+    """``any_eldercare`` over the eldercare categories covered, when there are two or more."""
+    members = [k for k in kinds if k in ELDERCARE_CATEGORIES]
+    return {ANY_ELDERCARE: members} if len(members) >= 2 else {}
+
+
+def _nearest_of(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Time to and ID of the nearest facility among several kinds' (time, id) arrays."""
+    time_all = np.vstack([t for t, _ in parts])
+    best = np.argmin(time_all, axis=0)
+    cols = np.arange(time_all.shape[1])
+    nearest = np.vstack([n for _, n in parts])[best, cols]
+    return time_all[best, cols], nearest
+
+
+def _unit_labels(where: np.ndarray, labels: pd.Series) -> np.ndarray:
+    """``labels[where]``, None where ``where`` is -1 (no unit)."""
+    values = np.asarray(labels, dtype=object)
+    if not len(values):
+        return np.full(len(where), None, dtype=object)
+    out = values[np.maximum(where, 0)]
+    out[where < 0] = None
+    return out
+
+
+def _road_data(
+    engine: Engine, gdf_units: gpd.GeoDataFrame | None, info: pd.DataFrame
+) -> tuple[pd.Series, pd.Series] | None:
+    """Street km and the almost-no-road-data flag per unit code (None without unit polygons)."""
+    if gdf_units is None or gdf_units.crs is None or len(gdf_units) != len(info):
+        return None
+    km, area = road_km_per_unit(engine, gdf_units.reset_index(drop=True))
+    sparse = sparse_road_units(km, area, info["level"].tolist())
+    codes = info["adcode"].astype(str).to_numpy()
+    total = float(shapely.length(engine.arrays.segment_geometry).sum()) / 1e3
+    road_km = pd.Series(np.r_[km, total], index=[*codes, TOTAL])
+    flags = pd.Series(np.r_[sparse, False], index=[*codes, TOTAL])
+    # a code listed twice (two polygons of one unit): its km add up, either part flags it
+    return road_km.groupby(level=0).sum(), flags.groupby(level=0).any()
+
+
+def _with_road_data(table: pd.DataFrame, road_km: pd.Series, sparse: pd.Series) -> pd.DataFrame:
+    """The table with ``road_km`` and ``sparse_roads``; sparse units' shares set to NaN."""
+    unit = table["unit"].astype(str)
+    table["road_km"] = unit.map(road_km).to_numpy(dtype=float)
+    flag = unit.map(sparse).fillna(False).to_numpy(dtype=bool)
+    table["sparse_roads"] = flag
+    for column in ("share_population", "share_aged_60_plus"):
+        table.loc[flag, column] = np.nan
+    return table
 
 
 def _long_table(

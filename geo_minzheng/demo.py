@@ -336,6 +336,188 @@ def _step_summary(state: DemoState) -> None:
     state.summary["outputs"] = {k: str(v) for k, v in state.outputs.items()}
 
 
+def relief_step(p: workflows.ReliefParams | None = None) -> DemoStep:
+    """The relief step with parameters ``p`` (default: the workflow's): needs, allocation and
+    vehicle tours on the drive network, under the shelter step's hazards and closed roads."""
+
+    def run(state: DemoState) -> None:
+        _step_relief(state, p or workflows.ReliefParams())
+
+    return DemoStep(
+        "relief",
+        "救灾物资调运（车行路网，演示洪水情景）",
+        "Relief-material dispatch (drive network, demo flood)",
+        run,
+    )
+
+
+def _step_relief(state: DemoState, p: workflows.ReliefParams) -> None:
+    """Relief dispatch (workflows.run_relief) on the drive network, from the shelter step's
+    sheltered persons and under its hazards and closed roads.
+
+    Writes relief_needs.csv, relief_allocation.csv, relief_tours.csv, relief_stops.csv,
+    relief_changes.csv, relief.xlsx (every table), relief_routes.geojson and one dispatch sheet
+    per vehicle (relief_dispatch/dispatch.xlsx and a CSV each).
+    """
+    from geo_minzheng import relief
+
+    layers = workflows.FrameLayers(state.layers)
+    shelter_run = state.results.get("shelters")
+    if state.G is None or not (
+        workflows.first_of_kind(layers, "supply_depot")
+        and workflows.first_of_kind(layers, "shelter")
+        and workflows.first_of_kind(layers, "road")
+    ):
+        return
+    if shelter_run is None and not p.occupancy_field:
+        return
+    drive = workflows.road_network(
+        layers,
+        workflows.NetworkParams(profile="drive", walk_speed_mps=state.network.walk_speed_mps),
+    )
+    hazards = shelter_run.gdf_hazards if shelter_run is not None else state.hazards
+    closed = shelter_run.gdf_closed_roads if shelter_run is not None else state.closed_roads
+    run = workflows.run_relief(
+        layers,
+        workflows.engine_for(drive),
+        p,
+        shelter_run=shelter_run,
+        gdf_hazards=hazards,
+        gdf_closed_roads=closed,
+    )
+    state.results["relief"] = run
+    out = state.out_dir
+    tables = relief_tables(run)
+    for name, table in tables.items():
+        path = out / f"relief_{name}.csv"
+        table.to_csv(path, index=False, encoding="utf-8-sig")
+        state.outputs[f"relief_{name}"] = path
+    state.outputs["relief_xlsx"] = _write_xlsx(tables, out / "relief.xlsx")
+    routes = run.plan.tours[run.plan.tours.geometry.notna()]
+    path = out / "relief_routes.geojson"
+    path.write_text(routes.to_json(drop_id=True, ensure_ascii=False), encoding="utf-8")
+    state.outputs["relief_routes"] = path
+    sheets = relief.write_dispatch_sheets(run.plan, out / "relief_dispatch", lang=state.lang)
+    state.outputs["relief_dispatch_xlsx"] = sheets["dispatch_xlsx"]
+    summary: dict[str, Any] = {"plan": run.plan.summary, "days": run.params.days}
+    if run.baseline is not None:
+        summary["before_barriers"] = run.baseline.summary
+    if run.changes is not None:
+        summary["changes"] = dict(run.changes.summary)
+    summary["vehicles"] = len(sheets) - 1
+    summary["provenance"] = {k: str(v) for k, v in run.plan.provenance.items()}
+    state.summary["relief"] = summary
+
+
+def relief_tables(run: workflows.ReliefRun) -> dict[str, pd.DataFrame]:
+    """The tables a relief run files: needs, stock, allocation, tours, stops, undelivered,
+    unreachable shelters and, under barriers, what changed."""
+    plan = run.plan
+    tables = {
+        "needs": plan.needs,
+        "stock": plan.stock,
+        "allocation": plan.allocation,
+        "tours": pd.DataFrame(plan.tours.drop(columns="geometry")),
+        "stops": plan.stops,
+        "undelivered": plan.undelivered,
+        "unreachable": plan.unreachable,
+    }
+    if run.changes is not None:
+        tables["changes"] = run.changes.shelters
+        tables["changed_tours"] = run.changes.tours
+    return tables
+
+
+def boundaries_step(
+    p: workflows.BoundaryParams | None = None, *, gdf_markers: gpd.GeoDataFrame | None = None
+) -> DemoStep:
+    """The boundary step with parameters ``p`` (default: the workflow's, with an inspection
+    route over the line with the most markers when there is a road network); ``gdf_markers``
+    replaces the marker layer with a register that must hold no marker far from its line."""
+
+    def run(state: DemoState) -> None:
+        _step_boundaries(state, p or workflows.BoundaryParams(route_line="auto"), gdf_markers)
+
+    return DemoStep(
+        "boundaries",
+        "行政区域界线管理（界线、拓扑检查、界桩、巡查路线）",
+        "Administrative boundaries (lines, topology checks, markers, inspection route)",
+        run,
+    )
+
+
+def _step_boundaries(
+    state: DemoState, p: workflows.BoundaryParams, gdf_markers: gpd.GeoDataFrame | None
+) -> None:
+    """Boundary lines, topology findings, markers, due lines and a route (workflows).
+
+    Writes boundaries_responsibility.csv/.xlsx (界线管理责任表: the responsibility table, zh
+    headers), boundaries_lines.csv, boundaries_faults.csv, boundaries_markers.csv,
+    boundaries_route.csv (when a route was planned), boundaries.xlsx (every table) and
+    boundaries.gpkg (lines, outer boundary, findings, markers, route).
+    """
+    import dataclasses
+
+    from geo_minzheng import io
+
+    layers = workflows.FrameLayers(state.layers)
+    if workflows.first_of_kind(layers, "admin_unit") is None:
+        return
+    engine = workflows.engine_for(state.G) if state.G is not None else None
+    if engine is None and p.route_line is not None:
+        p = dataclasses.replace(p, route_line=None)
+    run = workflows.run_boundaries(layers, engine, p, gdf_markers=gdf_markers)
+    state.results["boundaries"] = run
+    result, out = run.result, state.out_dir
+    tables = boundary_tables(run, lang=state.lang)
+    for name, table in tables.items():
+        path = out / f"boundaries_{name}.csv"
+        table.to_csv(path, index=False, encoding="utf-8-sig")
+        state.outputs[f"boundaries_{name}"] = path
+    state.outputs["boundaries_xlsx"] = _write_xlsx(tables, out / "boundaries.xlsx")
+    frames = {
+        "lines": result.lines,
+        "outer": result.outer,
+        "faults": result.faults[result.faults.geometry.notna()],
+        "markers": result.markers,
+    }
+    if run.route is not None:
+        frames["route"] = run.route.legs
+    state.outputs["boundaries_gpkg"] = io.write_gpkg(
+        {name: gdf for name, gdf in frames.items() if len(gdf)}, out / "boundaries.gpkg"
+    )
+    summary: dict[str, Any] = result.summary()
+    summary["scenario"] = run.scenario
+    if run.route is not None:
+        route = run.route
+        summary["route"] = {
+            "line_id": route.line_id,
+            "stops": int(len(route.stops)),
+            "distance_km": round(route.distance_m / 1000.0, 3),
+            "time_min": round(params.s_to_minutes(route.time_s or 0.0), 1),
+            "solver": route.solver,
+        }
+    summary["provenance"] = {k: str(v) for k, v in result.provenance.items()}
+    state.summary["boundaries"] = summary
+
+
+def boundary_tables(run: workflows.BoundaryRun, *, lang: str = "zh") -> dict[str, pd.DataFrame]:
+    """The tables a boundary run files: the responsibility table (界线管理责任表), lines,
+    findings, markers and, when planned, the route's stops."""
+    from geo_minzheng import boundaries
+
+    result = run.result
+    tables = {
+        "responsibility": boundaries.responsibility_table(result, lang=lang),
+        "lines": pd.DataFrame(result.lines.drop(columns="geometry")),
+        "faults": pd.DataFrame(result.faults.drop(columns="geometry")),
+        "markers": pd.DataFrame(result.markers.drop(columns="geometry")),
+    }
+    if run.route is not None:
+        tables["route"] = pd.DataFrame(run.route.stops.drop(columns="geometry"))
+    return tables
+
+
 #: The core steps; the CLI inserts the map steps (maps.demo_steps) before "summary".
 DEMO_STEPS: list[DemoStep] = [
     DemoStep("layers", "读取图层目录与图层", "Read the catalog and layers", _step_layers),
@@ -348,6 +530,8 @@ DEMO_STEPS: list[DemoStep] = [
         "Shelter catchments (demo flood scenario)",
         _step_shelters,
     ),
+    relief_step(),
+    boundaries_step(),
     DemoStep("summary", "汇总结果", "Summarise", _step_summary),
 ]
 
@@ -599,6 +783,8 @@ def summary_markdown(summary: dict[str, Any], *, lang: str = "zh") -> str:
         )
     lines += _coverage_markdown(summary.get("coverage"), lang)
     lines += _shelters_markdown(summary.get("shelters"), lang)
+    lines += _relief_markdown(summary.get("relief"), lang)
+    lines += _boundaries_markdown(summary.get("boundaries"), lang)
     lines += ["", f"## {t('耗时', 'Timing')}", ""]
     step_labels = summary.get("step_labels", {})
     for name, seconds in summary["timing_s"].items():
@@ -655,6 +841,47 @@ def _coverage_markdown(cov: dict[str, Any] | None, lang: str) -> list[str]:
                 f"{siting['k']} new {kind_label(siting['kind'])} sites (candidates: community "
                 f"service rooms) newly cover {siting['newly_covered_aged_60_plus']:,.0f} "
                 f"aged 60+: {', '.join(siting['chosen'])}.",
+            ),
+        ]
+    return lines
+
+
+def _relief_markdown(rf: dict[str, Any] | None, lang: str) -> list[str]:
+    """The relief section of the summary report (empty when the relief step did not run)."""
+    if not rf:
+        return []
+
+    def t(zh: str, en: str) -> str:
+        return zh if lang == "zh" else en
+
+    p = rf["plan"]
+    lines = ["", f"## {t('救灾物资调运', 'Relief-material dispatch')}", ""]
+    lines.append(
+        t(
+            f"{rf['days']:g} 天需求 {p['need_t']:,.1f} 吨，可调用库存分配 "
+            f"{p['allocated_t']:,.1f} 吨，车辆装运 {p['carried_t']:,.1f} 吨；"
+            f"{p['vehicles_used']} 辆车共 {p['trips']} 趟、{p['distance_km']:,.1f} 公里；"
+            f"{p['shelters_unreachable']} 处有人员的避难场所无法送达。",
+            f"Needs for {rf['days']:g} days: {p['need_t']:,.1f} t; {p['allocated_t']:,.1f} t "
+            f"allocated from stock, {p['carried_t']:,.1f} t carried; {p['vehicles_used']} "
+            f"vehicles, {p['trips']} trips, {p['distance_km']:,.1f} km; "
+            f"{p['shelters_unreachable']} occupied shelters cannot be reached.",
+        )
+    )
+    change = rf.get("changes")
+    if change:
+        lines += [
+            "",
+            t(
+                f"封路与淹没区（演示情景）：新增 {change['shelters_newly_unreachable']} 处避难场所"
+                f"无法送达，{change['shelters_later']} 处送达推迟（最多 "
+                f"{change['max_delay_min']:.0f} 分钟），"
+                f"{change['vehicles_changed']} 辆车路线改变。",
+                f"Closed roads and flooded area (demo scenario): "
+                f"{change['shelters_newly_unreachable']} more shelters cannot be reached, "
+                f"{change['shelters_later']} are reached later (up to "
+                f"{change['max_delay_min']:.0f} min), {change['vehicles_changed']} vehicles "
+                "change route.",
             ),
         ]
     return lines
@@ -816,3 +1043,10 @@ def _write_summary(state: DemoState) -> None:
         json.dumps(state.summary, ensure_ascii=False, indent=2, default=str), encoding="utf-8"
     )
     md_path.write_text(summary_markdown(state.summary, lang=state.lang), encoding="utf-8")
+
+
+def _boundaries_markdown(bd: dict[str, Any] | None, lang: str) -> list[str]:
+    """The boundary section of the summary report (empty when the boundary step did not run)."""
+    from geo_minzheng import boundaries
+
+    return boundaries.summary_markdown(bd, lang=lang)

@@ -2,7 +2,7 @@
 
 The graph is exported once to arrays (directed edges ``u -> v`` with a cost, a length and a
 geometry) and a CSR matrix that :func:`scipy.sparse.csgraph.dijkstra` runs on in compiled code.
-This is the only module that maps layer IDs to graph indices (STYLE.md #7).
+This is the only module that maps layer IDs to graph indices.
 
 Points (demand, facilities) are snapped to the nearest *edge*, not node, so a point in the
 middle of a long block is reached through the block, in both directions where the street is

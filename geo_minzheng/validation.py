@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import difflib
 import json
 import math
 import re
@@ -26,7 +27,14 @@ from pyproj import CRS, Transformer
 
 from geo_minzheng import crs as gm_crs
 from geo_minzheng._errors import LayerValidationError, Problem
-from geo_minzheng.kinds import FieldSpec, LayerKind, get_kind
+from geo_minzheng.kinds import (
+    HEADER_ALIASES,
+    HEADER_LOOKALIKES,
+    FieldSpec,
+    LayerKind,
+    get_kind,
+    normalize_header,
+)
 
 #: GB 51143-2015 防灾避难场所设计规范: at least 1.0 m² effective area per sheltered person
 #: (emergency shelters; fixed shelters need more), so capacity above area / 1.0 is impossible.
@@ -69,6 +77,11 @@ def _to_number(value: object) -> float:
 
 
 def _to_int(value: object) -> int:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)  # exact: a round trip through float rounds beyond 2**53
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value.strip().replace(",", "").replace("，", ""))
     number = _to_number(value)
     if not math.isfinite(number) or number != int(number):
         raise _Bad
@@ -294,19 +307,113 @@ def _check_crs(gdf: gpd.GeoDataFrame, layer: str) -> list[Problem]:
     return []
 
 
-def _check_columns(gdf: pd.DataFrame, spec: LayerKind, layer: str) -> list[Problem]:
-    present = ", ".join(str(c) for c in gdf.columns if c != "geometry") or "none"
+def check_records(gdf: pd.DataFrame, layer: str) -> list[Problem]:
+    """A ``no_records`` problem when ``gdf`` has no records (a file with only a header)."""
+    if len(gdf) > 0:
+        return []
     return [
         Problem(
             f"layer '{layer}'",
-            name,
-            f"a column '{name}' ({spec.field(name).label_zh})",
-            f"columns: {present}",
-            "missing_field",
+            "records",
+            "at least one record (a header alone is not a layer)",
+            "0 records",
+            "no_records",
         )
-        for name in spec.required_fields
-        if name not in gdf.columns
     ]
+
+
+def _tokens(text: str) -> set[str]:
+    return {t for t in text.split("_") if len(t) >= 3}
+
+
+def _resemblance(column: str, name: str) -> float:
+    """How much a normalised header resembles a normalised field name or alias (0..1).
+
+    The edit similarity (catches typos: "catagory", "shelterclass"), or, when one contains the
+    other (CJK text of two characters or more) or they share English words of three letters or
+    more, 0.6 plus 0.3 times the shared share, whichever is higher.
+    """
+    if not column or not name:
+        return 0.0
+    if column == name:
+        return 1.0
+    score = difflib.SequenceMatcher(None, column, name).ratio()
+    if column.isascii() and name.isascii():
+        a, b = _tokens(column), _tokens(name)
+        if a & b:
+            score = max(score, 0.6 + 0.3 * len(a & b) / max(len(a), len(b)))
+    elif min(len(column), len(name)) >= 2 and (column in name or name in column):
+        score = max(score, 0.6 + 0.3 * min(len(column), len(name)) / max(len(column), len(name)))
+    return score
+
+
+def _field_names(field: FieldSpec) -> set[str]:
+    names = (
+        field.name,
+        field.label_zh,
+        field.label_en,
+        *HEADER_ALIASES.get(field.name, ()),
+        *HEADER_LOOKALIKES.get(field.name, ()),
+    )
+    return {normalize_header(n) for n in names}
+
+
+def _likely_column(spec: LayerKind, field: FieldSpec, candidates: Sequence[str]) -> str | None:
+    """The unmapped column that most resembles ``field`` and no other field of the kind more."""
+    best, best_score = None, 0.7
+    for column in candidates:
+        normalized = normalize_header(column)
+        scores = {
+            f.name: max(_resemblance(normalized, n) for n in _field_names(f)) for f in spec.fields
+        }
+        score = scores[field.name]
+        if score > best_score and score >= max(scores.values()):
+            best, best_score = column, score
+    return best
+
+
+def _lower_first(label: str) -> str:
+    """'Shelter class (GB 51143)' -> 'shelter class (GB 51143)'; 'ID' stays 'ID'."""
+    return label if label[:2].isupper() else label[:1].lower() + label[1:]
+
+
+def _check_columns(gdf: pd.DataFrame, spec: LayerKind, layer: str) -> list[Problem]:
+    """A ``missing_field`` problem per absent required column, naming a likely match.
+
+    A likely match is a column that is no field of the kind and resembles the missing one
+    (a header close to its name, labels or :data:`kinds.HEADER_ALIASES`, or a header such as a
+    shelter's "面积" that :data:`kinds.HEADER_LOOKALIKES` lists as not taken without being told).
+    """
+    columns = [str(c) for c in gdf.columns if c != "geometry"]
+    present = ", ".join(columns) or "none"
+    known = {f.name for f in spec.fields}
+    unmapped = [c for c in columns if c not in known]
+    problems = []
+    for name in spec.required_fields:
+        if name in gdf.columns:
+            continue
+        field = spec.field(name)
+        found = f"columns: {present}"
+        likely = _likely_column(spec, field, unmapped)
+        if likely is not None:
+            unmapped.remove(likely)
+            what = _lower_first(field.label_en)
+            found += (
+                f"; likely match: '{likely}' (if it holds the {what}, rename "
+                f"that column to '{field.label_zh}' or '{name}', or map it: fields: "
+                f"{{{name}: {likely}}} in the catalog, field_map={{'{name}': '{likely}'}} in "
+                "Python)"
+            )
+        problems.append(
+            Problem(
+                f"layer '{layer}'",
+                name,
+                f"a column '{name}' ({field.label_zh})",
+                found,
+                "missing_field",
+            )
+        )
+    return problems
 
 
 def _check_field(values: pd.Series, field: FieldSpec, labels: Sequence[str]) -> list[Problem]:
@@ -496,12 +603,14 @@ def validate(
     -------
     list[Problem]
         Problems found while reading (``gdf.attrs["read_problems"]``, e.g. unreadable
-        coordinates) followed by CRS, column, value, ID, consistency and geometry problems.
+        coordinates), no records at all, then CRS, column, value, ID, consistency and geometry
+        problems.
     """
     spec = _kind(kind)
     layer = layer or gdf.attrs.get("layer") or spec.name
     labels = record_labels(gdf, spec)
     problems: list[Problem] = list(gdf.attrs.get("read_problems", []))
+    problems += check_records(gdf, layer)
     problems += _check_crs(gdf, layer)
     problems += _check_columns(gdf, spec, layer)
     for field in spec.fields:

@@ -123,6 +123,67 @@ def _required(layers: LayerSource, layer_id: str | None, kind: str, what: str) -
     return chosen
 
 
+#: Layer kinds whose records are facilities (coverage, siting candidates and existing sites).
+FACILITY_KINDS = ("eldercare_center", "community_service_room", "shelter", "supply_depot")
+
+
+def check_layer(layers: LayerSource, layer_id: str, kinds: Sequence[str], *, what: str) -> str:
+    """``layer_id`` if it exists and is of one of ``kinds``; ValueError naming ``what`` if not."""
+    try:
+        kind = layers.kind_of(layer_id)
+    except UnknownIdError as exc:
+        msg = f"{what}: {exc}"
+        raise ValueError(msg) from None
+    if kind not in kinds:
+        msg = f"{what}: layer '{layer_id}' is of kind '{kind}'; expected {' or '.join(kinds)}"
+        raise ValueError(msg)
+    return layer_id
+
+
+def check_inputs(layers: LayerSource, p: CoverageParams | SitingParams | ShelterParams) -> None:
+    """Check, without reading any layer, that a run with ``p`` names inputs that exist.
+
+    Every layer ``p`` names must exist and be of a kind the workflow reads; the coverage
+    ``kind`` must be one the run can produce; the shelter ``region`` must be in the shelter
+    provision standard. A service calls this before queueing a run, so that a wrong layer or
+    parameter is refused at once with this message instead of failing minutes later.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter, what it named and what was expected.
+    """
+    named: list[tuple[str, str | None, Sequence[str]]] = [
+        ("demand_layer", p.demand_layer, ("demand",))
+    ]
+    if isinstance(p, CoverageParams):
+        named += [("units_layer", p.units_layer, ("admin_unit",))]
+        named += [("candidates_layer", p.candidates_layer, FACILITY_KINDS)]
+        named += [("facility_layers", lid, FACILITY_KINDS) for lid in p.facility_layers or ()]
+        kinds = (*ELDERCARE_CATEGORIES, "community_service_room", "facilities")
+        if p.kind not in (*kinds, *(p.facility_layers or ())):
+            msg = (
+                f"kind: unknown facility kind {p.kind!r}; expected one of: "
+                f"{', '.join((*kinds, *(p.facility_layers or ())))}"
+            )
+            raise ValueError(msg)
+    elif isinstance(p, SitingParams):
+        named += [("candidates_layer", p.candidates_layer, FACILITY_KINDS)]
+        named += [("existing_layers", lid, FACILITY_KINDS) for lid in p.existing_layers or ()]
+    else:
+        named += [("shelter_layer", p.shelter_layer, ("shelter",))]
+        named += [("units_layer", p.units_layer, ("admin_unit",))]
+        from geo_minzheng import standards
+
+        regions = list(standards.load("shelter_provision").section("fixed_share"))
+        if p.region not in regions:
+            msg = f"region: unknown region {p.region!r}; expected one of: {', '.join(regions)}"
+            raise ValueError(msg)
+    for what, layer_id, kinds_ in named:
+        if layer_id is not None:
+            check_layer(layers, layer_id, kinds_, what=what)
+
+
 # --------------------------------------------------------------------------------------------
 # The network
 # --------------------------------------------------------------------------------------------
@@ -600,4 +661,373 @@ def run_shelters(
         gdf_closed_roads=gdf_closed_roads,
         baseline=baseline if scenario else None,
         comparison=comparison,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Administrative boundaries
+# --------------------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from geo_minzheng import boundaries
+
+
+@dataclass(frozen=True)
+class BoundaryParams:
+    """Parameters of the boundary workflow; every default comes from :mod:`params`.
+
+    ``level``: only this admin level's lines and checks (None: every level of the layer).
+    ``as_of``: the day lines are due against (None: today). ``route_line``: plan an inspection
+    route over this line's markers ('auto': the line with the most markers), from
+    ``route_start`` (lon, lat WGS84; None: its first marker). ``codes_dir``: folder or file of
+    official division codes (None: the codes shipped with the demo data). Layer IDs left None
+    are the first layer of their kind.
+    """
+
+    level: str | None = None
+    sliver_width_m: float = params.DEFAULT_SLIVER_WIDTH_M
+    marker_tolerance_m: float = params.DEFAULT_MARKER_TOLERANCE_M
+    cycle_years: int = params.DEFAULT_INSPECTION_CYCLE_YEARS
+    as_of: dt.date | None = None
+    route_line: str | None = None
+    route_start: tuple[float, float] | None = None
+    return_to_start: bool = False
+    max_snap_m: float = params.DEFAULT_MAX_SNAP_M
+    codes_dir: str | None = None
+    units_layer: str | None = None
+    markers_layer: str | None = None
+
+    def __post_init__(self) -> None:
+        import datetime as dt
+
+        from geo_minzheng.kinds import ADMIN_LEVELS
+
+        if self.level is not None and self.level not in ADMIN_LEVELS:
+            msg = f"level must be one of {', '.join(ADMIN_LEVELS)}, got {self.level!r}"
+            raise ValueError(msg)
+        object.__setattr__(self, "sliver_width_m", params.check_sliver_width_m(self.sliver_width_m))
+        object.__setattr__(
+            self, "marker_tolerance_m", params.check_marker_tolerance_m(self.marker_tolerance_m)
+        )
+        params.check_cycle_years(self.cycle_years)
+        if isinstance(self.as_of, str):
+            try:
+                object.__setattr__(self, "as_of", dt.date.fromisoformat(self.as_of))
+            except ValueError:
+                msg = f"as_of must be a date such as 2026-06-30, got {self.as_of!r}"
+                raise ValueError(msg) from None
+        if self.route_start is not None:
+            lon, lat = (float(v) for v in self.route_start)
+            if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+                msg = f"route_start must be (lon, lat) in WGS84 degrees, got {self.route_start!r}"
+                raise ValueError(msg)
+            object.__setattr__(self, "route_start", (lon, lat))
+
+
+@dataclass
+class BoundaryRun:
+    """A boundary run: lines, findings, markers and due lines, and the inspection route."""
+
+    params: BoundaryParams
+    result: boundaries.BoundaryResult
+    gdf_units: gpd.GeoDataFrame
+    gdf_markers: gpd.GeoDataFrame | None = None
+    route: boundaries.InspectionRoute | None = None
+    scenario: bool = False
+
+
+def run_boundaries(
+    layers: LayerSource,
+    engine: Engine | None = None,
+    p: BoundaryParams | None = None,
+    *,
+    inspections: pd.DataFrame | Sequence[object] | None = None,
+    gdf_markers: gpd.GeoDataFrame | None = None,
+    progress: Progress = _no_progress,
+) -> BoundaryRun:
+    """Boundary lines of adjacent units, topology checks, markers, due lines, inspection route.
+
+    Inspections default to the store's (for :class:`StoreLayers`); ``gdf_markers`` replaces the
+    marker layer with a register given inline, which must hold only markers within
+    ``marker_tolerance_m`` of a line (LayerValidationError listing every other one). The route
+    needs ``engine`` (the road network).
+    """
+    from geo_minzheng import boundaries, resources
+    from geo_minzheng._errors import LayerValidationError
+    from geo_minzheng.kinds import DEMO_SCENARIO_LABEL
+
+    p = p or BoundaryParams()
+    progress(0.05, "读取图层 / reading layers")
+    units_id = _required(layers, p.units_layer, "admin_unit", "admin unit")
+    gdf_units = _layer_of(layers, units_id, ("admin_unit",))
+    markers = gdf_markers
+    if markers is None:
+        markers_id = p.markers_layer or first_of_kind(layers, "boundary_marker")
+        if markers_id is not None:
+            markers = _layer_of(layers, markers_id, ("boundary_marker",))
+    if p.codes_dir is not None:
+        codes = boundaries.division_codes(p.codes_dir)
+    else:
+        shipped = resources.demo_data_dir() / "admin_codes"
+        codes = boundaries.division_codes(shipped) if shipped.is_dir() else None
+    if inspections is None and isinstance(layers, StoreLayers):
+        inspections = layers.store.inspections()
+    progress(0.2, "界线与拓扑检查 / boundary lines and topology checks")
+    result = boundaries.analyze(
+        gdf_units,
+        codes=codes,
+        gdf_markers=markers,
+        inspections=inspections,
+        level=p.level,
+        sliver_width_m=p.sliver_width_m,
+        marker_tolerance_m=p.marker_tolerance_m,
+        cycle_years=p.cycle_years,
+        as_of=p.as_of,
+    )
+    if gdf_markers is not None:
+        problems = boundaries.check_marker_positions(
+            gdf_markers, result, tolerance_m=p.marker_tolerance_m
+        )
+        if problems:
+            raise LayerValidationError(str(gdf_markers.attrs.get("layer", "markers")), problems)
+    route = None
+    route_line = p.route_line
+    if route_line == "auto":  # the line with the most markers: the longest walk to plan
+        with_markers = result.lines[result.lines["markers"] > 0]
+        ranked = with_markers.sort_values(["markers", "line_id"], ascending=[False, True])
+        route_line = str(ranked["line_id"].iloc[0]) if len(ranked) else None
+    if route_line is not None:
+        if engine is None:
+            msg = "an inspection route needs the road network: add a layer of kind 'road'"
+            raise ValueError(msg)
+        progress(0.7, "规划巡查路线 / planning the inspection route")
+        route = boundaries.inspection_route(
+            engine,
+            result,
+            route_line,
+            start_lonlat=p.route_start,
+            return_to_start=p.return_to_start,
+            max_snap_m=p.max_snap_m,
+        )
+    progress(0.95, "整理结果 / writing the result")
+    scenario = markers is not None and (
+        bool(markers.attrs.get("scenario"))
+        or ("source" in markers.columns and bool((markers["source"] == DEMO_SCENARIO_LABEL).any()))
+    )
+    return BoundaryRun(p, result, gdf_units, markers, route, scenario)
+
+
+# --------------------------------------------------------------------------------------------
+# Relief-material allocation and vehicle routing (救灾物资调运)
+# --------------------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from geo_minzheng import relief
+
+
+@dataclass(frozen=True)
+class ReliefParams:
+    """Parameters of the relief workflow; every default and check comes from :mod:`params`.
+
+    ``occupancy_field``: take sheltered persons from the shelter registry's own column (and
+    ``<field>`` aged 60+ from ``occupancy_aged_field``) instead of the shelter catchments.
+    The fleet applies to every depot unless the depot layer gives its own ``vehicles``,
+    ``vehicle_capacity_t``, ``vehicle_capacity_m3`` or ``shift_h``. ``depart_at``: ``HH:MM``
+    or an ISO date-time (dispatch sheets then give clock times). Layer IDs left None are the
+    first layer of their kind.
+    """
+
+    days: float = params.DEFAULT_RELIEF_DAYS
+    items: tuple[str, ...] | None = None
+    reserve_share: float = params.DEFAULT_RESERVE_SHARE
+    vehicles_per_depot: int = params.DEFAULT_VEHICLES_PER_DEPOT
+    vehicle_capacity_t: float = params.DEFAULT_VEHICLE_CAPACITY_T
+    vehicle_capacity_m3: float = params.DEFAULT_VEHICLE_CAPACITY_M3
+    shift_h: float = params.DEFAULT_SHIFT_H
+    unload_min_per_t: float = params.DEFAULT_UNLOAD_MIN_PER_T
+    share_steps: int = params.DEFAULT_SHARE_STEPS
+    occupancy_field: str | None = None
+    occupancy_aged_field: str | None = params.DEFAULT_OCCUPANCY_AGED_FIELD
+    depart_at: str | None = None
+    vrp_iterations: int = params.DEFAULT_VRP_ITERATIONS
+    vrp_max_runtime_s: float | None = params.DEFAULT_VRP_MAX_RUNTIME_S
+    seed: int = 1
+    max_snap_m: float = params.DEFAULT_MAX_SNAP_M
+    shelter_layer: str | None = None
+    depot_layer: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "days", params.check_relief_days(self.days))
+        object.__setattr__(self, "reserve_share", params.check_reserve_share(self.reserve_share))
+        params.check_vehicles(self.vehicles_per_depot)
+        for name, check in (
+            ("vehicle_capacity_t", params.check_capacity_t),
+            ("vehicle_capacity_m3", params.check_capacity_m3),
+            ("shift_h", params.check_shift_h),
+            ("unload_min_per_t", params.check_unload_min_per_t),
+        ):
+            object.__setattr__(self, name, check(getattr(self, name), name=name))
+        params.check_share_steps(self.share_steps)
+        params.parse_depart_at(self.depart_at)
+        if self.items is not None:
+            from geo_minzheng import relief
+
+            object.__setattr__(self, "items", relief.check_items(self.items, relief.item_norms()))
+        if isinstance(self.vrp_iterations, bool) or not 1 <= int(self.vrp_iterations) <= 100_000:
+            got = self.vrp_iterations
+            msg = f"vrp_iterations must be a whole number in [1, 100000], got {got!r}"
+            raise ValueError(msg)
+
+
+@dataclass
+class ReliefRun:
+    """A relief run: the plan, and with closed roads or hazards the plan without them and
+    what they changed (``baseline``, ``changes``)."""
+
+    params: ReliefParams
+    plan: relief.ReliefPlan
+    baseline: relief.ReliefPlan | None = None
+    changes: relief.ReliefChanges | None = None
+    gdf_hazards: gpd.GeoDataFrame | None = None
+    gdf_closed_roads: gpd.GeoDataFrame | None = None
+    shelter_run: ShelterRun | None = None
+    scenario: bool = False
+
+
+def relief_fleets(gdf_depots: gpd.GeoDataFrame, p: ReliefParams) -> dict[str, relief.Fleet]:
+    """One fleet per depot: the parameters', or the depot layer's own ``vehicles``,
+    ``vehicle_capacity_t``, ``vehicle_capacity_m3``, ``shift_h`` where a record gives them."""
+    from geo_minzheng import relief
+    from geo_minzheng.engine import id_strings
+
+    ids = id_strings(gdf_depots["id"])
+    out = {}
+    for pos, depot in enumerate(ids):
+
+        def own(column: str, default: float, pos: int = pos) -> float:
+            if column in gdf_depots.columns and pd.notna(gdf_depots[column].iat[pos]):
+                return float(gdf_depots[column].iat[pos])
+            return float(default)
+
+        where = f"depot '{depot}'"
+        out[str(depot)] = relief.Fleet(
+            count=params.check_vehicles(
+                int(own("vehicles", p.vehicles_per_depot)), name=f"{where}: vehicles"
+            ),
+            capacity_kg=1000.0
+            * params.check_capacity_t(
+                own("vehicle_capacity_t", p.vehicle_capacity_t), name=f"{where}: vehicle_capacity_t"
+            ),
+            capacity_m3=params.check_capacity_m3(
+                own("vehicle_capacity_m3", p.vehicle_capacity_m3),
+                name=f"{where}: vehicle_capacity_m3",
+            ),
+            shift_min=params.MINUTES_PER_HOUR
+            * params.check_shift_h(own("shift_h", p.shift_h), name=f"{where}: shift_h"),
+        )
+    return out
+
+
+def run_relief(
+    layers: LayerSource,
+    engine: Engine,
+    p: ReliefParams | None = None,
+    *,
+    shelter_run: ShelterRun | None = None,
+    walk_engine: Engine | None = None,
+    gdf_hazards: gpd.GeoDataFrame | None = None,
+    gdf_closed_roads: gpd.GeoDataFrame | None = None,
+    progress: Progress = _no_progress,
+) -> ReliefRun:
+    """Relief needs per shelter, exact allocation from the depots and vehicle tours on open
+    roads; with hazards or closed roads, the plan before and after and what changed.
+
+    Sheltered persons come from the registry's ``occupancy_field`` when set, else from
+    ``shelter_run``, else from a shelter run made here on ``walk_engine`` (under the same hazards
+    and closed roads). ``engine`` is the drive network.
+    """
+    from geo_minzheng import relief
+    from geo_minzheng.kinds import DEMO_SCENARIO_LABEL
+
+    p = p or ReliefParams()
+    progress(0.05, "读取图层 / reading layers")
+    shelter_id = _required(layers, p.shelter_layer, "shelter", "shelter")
+    gdf_shelters = _layer_of(layers, shelter_id, ("shelter",))
+    depot_id = _required(layers, p.depot_layer, "supply_depot", "relief depot")
+    gdf_depots = _layer_of(layers, depot_id, ("supply_depot",))
+    if p.occupancy_field:
+        sheltered = relief.sheltered_from_registry(
+            gdf_shelters, persons_field=p.occupancy_field, aged_field=p.occupancy_aged_field
+        )
+    else:
+        if shelter_run is None:
+            if walk_engine is None:
+                msg = (
+                    "relief needs sheltered persons: give a shelter run, a walk network to make "
+                    "one, or the registry's occupancy_field"
+                )
+                raise ValueError(msg)
+            progress(0.1, "计算避难场所安置人数 / sheltering residents")
+            shelter_run = run_shelters(
+                layers,
+                walk_engine,
+                ShelterParams(shelter_layer=shelter_id, max_snap_m=p.max_snap_m),
+                gdf_hazards=gdf_hazards,
+                gdf_closed_roads=gdf_closed_roads,
+            )
+        sheltered = relief.sheltered_from_catchments(shelter_run.result.shelters)
+    fleets = relief_fleets(gdf_depots, p)
+    depart = params.parse_depart_at(p.depart_at)
+    scenario = gdf_hazards is not None or gdf_closed_roads is not None
+
+    def make(
+        hazards: gpd.GeoDataFrame | None, closed: gpd.GeoDataFrame | None
+    ) -> relief.ReliefPlan:
+        return relief.plan(
+            sheltered,
+            gdf_shelters,
+            gdf_depots,
+            engine,
+            days=p.days,
+            items=p.items,
+            reserve_share=p.reserve_share,
+            fleets=fleets,
+            unload_min_per_t=p.unload_min_per_t,
+            share_steps=p.share_steps,
+            closed_roads=closed,
+            hazards=hazards,
+            max_snap_m=p.max_snap_m,
+            depart_at=depart,
+            vrp_iterations=p.vrp_iterations,
+            vrp_max_runtime_s=p.vrp_max_runtime_s,
+            seed=p.seed,
+        )
+
+    baseline = changes = None
+    if scenario:
+        progress(0.3, "无封路时的调运方案 / plan on every road")
+        baseline = make(None, None)
+        progress(0.6, "封路与淹没区下重新规划 / re-planning on open roads")
+    else:
+        progress(0.4, "物资分配与车辆路径 / allocation and tours")
+    result = make(gdf_hazards, gdf_closed_roads)
+    if baseline is not None:
+        changes = relief.compare(baseline, result)
+    progress(0.95, "整理结果 / writing the result")
+    is_demo = any(
+        bool(g.attrs.get("scenario"))
+        or ("source" in g.columns and bool((g["source"] == DEMO_SCENARIO_LABEL).any()))
+        for g in (gdf_shelters, gdf_depots)
+    )
+    return ReliefRun(
+        p,
+        result,
+        baseline=baseline,
+        changes=changes,
+        gdf_hazards=gdf_hazards,
+        gdf_closed_roads=gdf_closed_roads,
+        shelter_run=shelter_run,
+        scenario=is_demo or scenario,
     )

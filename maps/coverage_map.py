@@ -79,17 +79,22 @@ def unit_table_html(result: CoverageResult, kind: str, *, lang: str = "zh") -> s
     head = [_t("unit", lang), _t("population", lang), _t("aged", lang)]
     head += [_t("share", lang, b=f"{b:g}") for b in breaks]
     rows = []
+    notes = result.unit_notes(lang=lang)
     for unit, part in t.groupby("unit", sort=False):
         part = part.set_index("break_min")
         first = part.iloc[0]
         name = _t("total", lang) if unit == "total" else str(first["unit_name"])
         cells = [name, f"{int(first['population']):,}", f"{int(first['aged_60_plus']):,}"]
         cells += [_fmt_share(float(part.loc[b, "share_aged_60_plus"])) for b in breaks]
+        note = notes.get(str(unit))  # almost no road data: say so instead of the shares
+        shown = cells[:3] if note else cells
         rows.append(
             f'<tr data-unit="{html.escape(str(unit))}">'
-            + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+            + "".join(f"<td>{html.escape(c)}</td>" for c in shown)
+            + (f'<td class="gm-unit-note" colspan="{len(breaks)}">{html.escape(note)}</td>'
+               if note else "")
             + "</tr>"
-        )
+        )  # fmt: skip
     caption = html.escape(_t("table", lang, k=kind_label(kind, lang)))
     header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     return (

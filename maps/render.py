@@ -84,6 +84,9 @@ _STYLE_KEYS = {
 #: Leaflet panes keeping points above lines above areas, whatever order layers are toggled in
 #: (Leaflet's overlayPane is 400, its markerPane 600).
 PANES = {"gmAreas": 410, "gmLines": 420, "gmPoints": 430}
+#: Fields holding an admin division code (行政区划代码): popups add the unit's name when the
+#: map has the admin-unit layer (a boundary marker's two sides are read by name, not by code).
+ADMIN_CODE_FIELDS = frozenset({"unit_a", "unit_b", "admin_code", "parent_adcode"})
 #: Drawing order of kinds in layers_map: areas below lines below points.
 _DRAW_ORDER = ("admin_unit", "demand", "road", "shelter")
 
@@ -161,7 +164,9 @@ class _Chrome(MacroElement):
         <style>
         .leaflet-container { background: #f2efe9; }
         .gm-titlebox { position: absolute; top: 10px; left: 50%; transform: translateX(-50%);
-            z-index: 1000; text-align: center; pointer-events: none; }
+            z-index: 1000; text-align: center; pointer-events: none; max-width: 34%; }
+        /* the title keeps the middle third; the corners' controls keep the outer thirds */
+        .leaflet-top .leaflet-control { max-width: 30vw; }
         .gm-title { display: inline-block; background: rgba(255,255,255,.92); padding: 6px 14px;
             border-radius: 4px; box-shadow: 0 1px 5px rgba(0,0,0,.4); font: bold 16px/1.4
             "Microsoft YaHei","PingFang SC","Noto Sans CJK SC",sans-serif; pointer-events: auto; }
@@ -191,6 +196,22 @@ class _Chrome(MacroElement):
             box.innerHTML = {{ this.title_html|tojson }};
             L.DomEvent.disableClickPropagation(box);
             L.DomEvent.disableScrollPropagation(box);
+            // popups open below the title and the demo badge, never under them: Leaflet's
+            // auto-pan keeps a popup this far from the map's top (read when a popup opens)
+            if (!Object.getOwnPropertyDescriptor(L.Popup.prototype.options, "gmClear")) {
+                Object.defineProperty(L.Popup.prototype.options, "gmClear", {value: true});
+                Object.defineProperty(L.Popup.prototype.options, "autoPanPaddingTopLeft", {
+                    configurable: true,
+                    get: function() {
+                        var top = 5;
+                        document.querySelectorAll(".gm-titlebox > *").forEach(function(el) {
+                            var frame = el.closest(".leaflet-container").getBoundingClientRect();
+                            top = Math.max(top, el.getBoundingClientRect().bottom - frame.top + 8);
+                        });
+                        return L.point(5, top);
+                    }
+                });
+            }
             {%- endif %}
             {%- if this.legend_html %}
             var legend = L.control({position: "bottomright"});
@@ -442,12 +463,27 @@ def _number(value: Any) -> str | None:
     return f"{number:,.2f}".rstrip("0").rstrip(".")
 
 
-def format_value(value: Any, spec: FieldSpec | None, lang: str = "zh") -> str:
-    """A field value as shown to users: enum labels translated, units appended, HTML-escaped."""
+def format_value(
+    value: Any,
+    spec: FieldSpec | None,
+    lang: str = "zh",
+    *,
+    unit_names: Mapping[str, str] | None = None,
+) -> str:
+    """A field value as shown to users: enum labels translated, units appended, years without
+    digit grouping, admin codes with their unit's name (from ``unit_names``: code -> name),
+    HTML-escaped."""
     if _is_missing(value):
         return _NO_VALUE
     if spec is None:
         return html.escape(str(value))
+    if unit_names and spec.name in ADMIN_CODE_FIELDS:
+        code = str(value).strip()
+        if code in unit_names:
+            name = unit_names[code]
+            return html.escape(f"{name}（{code}）" if lang == "zh" else f"{name} ({code})")
+    if spec.type == "int" and _is_year(spec) and _number(value) is not None:
+        return html.escape(str(int(float(value))))
     if spec.type == "list":
         choices = spec.choices or {}
         labels = [
@@ -473,6 +509,11 @@ def format_value(value: Any, spec: FieldSpec | None, lang: str = "zh") -> str:
     return html.escape(str(value))
 
 
+def _is_year(spec: FieldSpec) -> bool:
+    """A calendar year (``installed_year``): written 2014, never 2,014."""
+    return spec.name == "year" or spec.name.endswith("_year")
+
+
 def _popup_fields(
     gdf: gpd.GeoDataFrame, spec: LayerKind | None, popup_fields: Sequence[str] | None, layer: str
 ) -> list[str]:
@@ -494,8 +535,14 @@ def _field_spec(spec: LayerKind | None, name: str) -> FieldSpec | None:
     return next((f for f in spec.fields if f.name == name), None)
 
 
-def _formatted(data: pd.DataFrame, column: str, spec: FieldSpec | None, lang: str) -> list[str]:
-    return [format_value(v, spec, lang) for v in data[column].tolist()]
+def _formatted(
+    data: pd.DataFrame,
+    column: str,
+    spec: FieldSpec | None,
+    lang: str,
+    unit_names: Mapping[str, str] | None = None,
+) -> list[str]:
+    return [format_value(v, spec, lang, unit_names=unit_names) for v in data[column].tolist()]
 
 
 def _tooltips(data: pd.DataFrame, spec: LayerKind | None, title: str, lang: str) -> list[str]:
@@ -625,7 +672,8 @@ def _styles(
                     "line",
                 )
             )
-    if geom_types & {"Polygon", "MultiPolygon"}:
+    if geom_types & {"Polygon", "MultiPolygon"} and not geom_types & {"Point", "MultiPoint"}:
+        # a layer of points and areas (shelters mapped either way) is one row: its circle
         legend.append(
             LegendItem(
                 title, colour, "polygon", fill, max(float(styles[0].get("fillOpacity", 0.3)), 0.3)
@@ -662,6 +710,7 @@ def add_layer(
     show: bool = True,
     simplify_m: float | None = 2.0,
     legend: bool = True,
+    unit_names: Mapping[str, str] | None = None,
 ) -> folium.GeoJson:
     """Draw one layer: points as CircleMarkers, lines as polylines, areas filled.
 
@@ -690,6 +739,9 @@ def add_layer(
         Display simplification tolerance in metres (None keeps every vertex).
     legend
         Whether to add this layer's rows to the legend.
+    unit_names
+        Admin division code -> unit name: popups show admin codes (:data:`ADMIN_CODE_FIELDS`)
+        with the unit's name (:func:`layers_map` passes its admin-unit layers').
 
     Returns
     -------
@@ -713,7 +765,8 @@ def add_layer(
     styles, legend_items = _styles(data, spec, user, lang, title)
     layer_label = _t("layer", lang)
     columns = {
-        f"f{j}": _formatted(data, f, _field_spec(spec, f), lang) for j, f in enumerate(fields)
+        f"f{j}": _formatted(data, f, _field_spec(spec, f), lang, unit_names)
+        for j, f in enumerate(fields)
     }
     tips = _tooltips(data, spec, title, lang)
     escaped_title = html.escape(title)
@@ -817,8 +870,11 @@ def layers_map(
         return order.get(kind, len(order))
 
     styles = styles or {}
+    names = _unit_names(gdf for gdf in layers.values() if gdf.attrs["kind"] == "admin_unit")
+    data_boxes = []
     for layer_id, gdf in sorted(layers.items(), key=rank):
         spec = get_kind(gdf.attrs["kind"])
+        before = len(_state(m).bounds)
         add_layer(
             m,
             gdf,
@@ -826,9 +882,25 @@ def layers_map(
             title=_layer_title(layer_id, gdf, spec, lang),
             style=styles.get(layer_id),
             lang=lang,
+            unit_names=names,
         )
-    _fit(m, _state(m).bounds)
+        if spec.name != "admin_unit":
+            data_boxes += _state(m).bounds[before:]
+    # open on the data: whole districts reach far beyond the facilities, roads and residents
+    # of a city's extract, which would then be a blob in the middle; the units stay as context
+    _fit(m, data_boxes or _state(m).bounds)
     return m
+
+
+def _unit_names(units: Iterable[gpd.GeoDataFrame]) -> dict[str, str]:
+    """Admin division code -> name from admin-unit layers."""
+    out: dict[str, str] = {}
+    for gdf in units:
+        if "adcode" in gdf.columns and "name" in gdf.columns:
+            for code, name in zip(gdf["adcode"], gdf["name"], strict=True):
+                if not _is_missing(code) and not _is_missing(name):
+                    out.setdefault(str(code).strip(), str(name))
+    return out
 
 
 def save_html(m: folium.Map, path: str | Path, *, offline: bool = True) -> Path:

@@ -186,7 +186,8 @@ def test_siting_job_finds_the_brute_force_optimum(
 
 def test_analysis_limits_and_errors(client: TestClient, layers: dict) -> None:
     unknown = client.post("/analysis/coverage", json={"demand_layer": "nope"})
-    assert unknown.status_code == 404 and "unknown layer 'nope'" in unknown.json()["detail"]
+    # issue 15: a wrong layer in a job request is refused at submission with 422 (it was 404)
+    assert unknown.status_code == 422 and "unknown layer 'nope'" in unknown.json()["detail"]
     demand = layers["demand"].head(3).copy()
     demand.loc[demand.index[0], "aged_60_plus"] = 10_000
     response = client.post("/analysis/coverage", json={"demand": demand.__geo_interface__})

@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -174,6 +175,8 @@ def test_click_through_every_map(chromium, live: str) -> None:
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".leaflet-container"), 120)
     labels = _overlay_labels(driver)
     assert any("walk service area" in label for label in labels), labels.keys()
+    # the long English title keeps clear of the navigation and the layer control
+    assert _title_over_controls(driver) == []
     kinds = driver.find_elements(By.CSS_SELECTOR, "a.gm-kind")
     assert len(kinds) >= 2
     kinds[1].click()
@@ -182,3 +185,131 @@ def test_click_through_every_map(chromium, live: str) -> None:
     assert browser_errors(driver) == []
     scripts = [s.get_attribute("src") for s in driver.find_elements(By.TAG_NAME, "script")]
     assert all(src.startswith(live + "/static/") for src in scripts if src), scripts
+
+
+def _covered_controls(driver, selectors: list[str]) -> list[str]:
+    """The selectors whose element is hidden under something else at its own centre."""
+    return driver.execute_script(
+        """
+        return arguments[0].filter(function(sel) {
+          var el = document.querySelector(sel);
+          if (!el) return true;
+          var r = el.getBoundingClientRect();
+          var hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+          return !(hit && (hit === el || el.contains(hit)));
+        });
+        """,
+        selectors,
+    )
+
+
+def _title_over_controls(driver) -> list[str]:
+    """Controls (zoom, layers, navigation, tools) that a title-box item overlaps."""
+    return driver.execute_script(
+        """
+        var items = Array.from(document.querySelectorAll(".gm-titlebox > *"));
+        return Array.from(document.querySelectorAll(".leaflet-control")).filter(function(c) {
+          var p = c.getBoundingClientRect();
+          return items.some(function(el) {
+            var r = el.getBoundingClientRect();
+            return r.left < p.right && p.left < r.right && r.top < p.bottom && p.top < r.bottom;
+          });
+        }).map(function(c) { return c.id || c.className; });
+        """
+    )
+
+
+def _overlapping_title(driver) -> list[str]:
+    """Title-box items (title, demo badge) that overlap the open popup."""
+    return driver.execute_script(
+        """
+        var popup = document.querySelector(".leaflet-popup-content-wrapper");
+        if (!popup) return ["no popup"];
+        var p = popup.getBoundingClientRect();
+        return Array.from(document.querySelectorAll(".gm-titlebox > *")).filter(function(el) {
+          var r = el.getBoundingClientRect();
+          return r.left < p.right && p.left < r.right && r.top < p.bottom && p.top < r.bottom;
+        }).map(function(el) { return el.className; });
+        """
+    )
+
+
+@pytest.mark.browser
+def test_layers_map_fits_the_data_and_hides_nothing(chromium, live: str) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    driver = chromium
+    driver.get(live + "/maps/layers")
+    _wait(driver, lambda d: _paths(d) > 1000)
+    # every control can be clicked: the zoom buttons are not under the links or the tool
+    controls = [
+        ".leaflet-control-zoom-in",
+        ".leaflet-control-zoom-out",
+        "#gm-home",
+        "#lang-switch",
+        "#gm-iso",
+        ".leaflet-control-layers",
+    ]
+    assert _covered_controls(driver, controls) == []
+    # the map opens on the data (facilities, roads, residents), not on the whole districts
+    layers = city_layers()
+    data = np.array([g.total_bounds for k, g in layers.items() if k != "districts"])
+    lon0, lat0 = data[:, :2].min(axis=0)
+    lon1, lat1 = data[:, 2:].max(axis=0)
+    view = driver.execute_script(
+        "var b = Object.values(window).find(v => v instanceof L.Map).getBounds();"
+        "return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()];"
+    )
+    assert view[0] <= lon0 and view[1] <= lat0 and view[2] >= lon1 and view[3] >= lat1, view
+    # one zoom step more would cut data off: the data spans over half the view on one axis
+    assert max((lon1 - lon0) / (view[2] - view[0]), (lat1 - lat0) / (view[3] - view[1])) > 0.5
+    # the legend lists each layer once
+    legend = [
+        row.text for row in driver.find_elements(By.CSS_SELECTOR, ".gm-legend div") if row.text
+    ]
+    assert len(legend) == len(set(legend)), legend
+
+    # a marker's popup: its two sides by name, the year as a year
+    text = _open_popup(driver, "界桩")
+    assert "南关区（220102）" in text and "朝阳区（220104）" in text, text
+    assert "1995" in text and "1,995" not in text, text
+
+    # a popup opened just under the title box is panned clear of the title and the badge
+    point = driver.execute_script(
+        """
+        var map = Object.values(window).find(v => v instanceof L.Map);
+        map.closePopup();
+        var found = null;
+        map.eachLayer(function(l) {
+          if (!found && l.feature && l.getLatLng && l.feature.properties.__layer === "界桩") {
+            found = l;
+          }
+        });
+        map.setView(found.getLatLng(), 16, {animate: false});
+        map.panBy([0, map.getSize().y / 2 - 100], {animate: false});
+        var p = map.latLngToContainerPoint(found.getLatLng()), size = map.getSize();
+        return [p.x - size.x / 2, p.y - size.y / 2];
+        """
+    )
+    container = driver.find_element(By.CSS_SELECTOR, ".leaflet-container")
+    ActionChains(driver).move_to_element_with_offset(
+        container, int(point[0]), int(point[1])
+    ).click().perform()
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".leaflet-popup"))
+    _wait(driver, lambda d: _overlapping_title(d) == [], 5)
+
+    # with the isochrone tool on, a click draws the isochrone and opens no district popup
+    driver.execute_script(
+        "var map = Object.values(window).find(v => v instanceof L.Map);"
+        "map.closePopup(); map.setView([43.8785, 125.3300], 14, {animate: false});"
+    )
+    driver.find_element(By.ID, "gm-iso").click()
+    container = driver.find_element(By.CSS_SELECTOR, ".leaflet-container")
+    ActionChains(driver).move_to_element_with_offset(container, 0, 120).click().perform()
+    _wait(
+        driver,
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-isochrones") == "3",
+    )
+    assert driver.find_elements(By.CSS_SELECTOR, ".leaflet-popup") == []
+    assert browser_errors(driver) == []

@@ -22,10 +22,12 @@ from geo_minzheng.kinds import DEMO_SCENARIO_LABEL
 from geo_minzheng.settings import ApiKey, Settings, hash_api_key
 from tests.test_store import changchun_districts, changchun_roads, demo_markers
 
-EDITOR_KEY = "editor-key-0123456789abcdef"
-VIEWER_KEY = "viewer-key-0123456789abcdef"
-ADMIN_KEY = "admin-key-0123456789abcdef"
-_SALT = bytes(range(16))  # fixed so the fixture is reproducible; real keys get random salts
+# Keys in the form `python -m geo_minzheng.settings new-key` makes (gm_<key id>_<secret>), fixed
+# so the fixture is reproducible; real keys get random IDs, secrets and salts.
+EDITOR_KEY = "gm_0000ed17_editor-secret-0123456789abcdefghijklmnopqrstu"
+VIEWER_KEY = "gm_0000f1e3_viewer-secret-0123456789abcdefghijklmnopqrstu"
+ADMIN_KEY = "gm_0000ad31_admin-secret-0123456789abcdefghijklmnopqrstuv"
+_SALT = bytes(range(16))
 API_KEYS = [
     ApiKey(name="zhang.editor", role="editor", hash=hash_api_key(EDITOR_KEY, salt=_SALT)),
     ApiKey(name="li.viewer", role="viewer", hash=hash_api_key(VIEWER_KEY, salt=_SALT)),
@@ -68,6 +70,8 @@ layers:
     scenario: true
     editable: true
     editable_fields: [status, last_inspected]
+    allow_create: true
+    allow_delete: true
 """
 
 

@@ -123,21 +123,31 @@ def test_usage_errors_exit_2(tmp_path, capsys) -> None:
 
 
 def test_serve_hands_the_demo_catalog_to_the_api(monkeypatch, capsys) -> None:
-    """`serve` builds the API app for the demo catalog and runs it under uvicorn."""
-    import uvicorn
-    from fastapi import FastAPI
+    """`serve` hands the demo catalog to the API's worker processes and runs them in uvicorn.
 
+    (Issue 15: the workers import the app factory and read their settings from the
+    environment, so the catalog reaches them as GEO_MINZHENG_CATALOG.)
+    """
+    import os
+
+    import uvicorn
+
+    from api import app as api_app
     from geo_minzheng import demo
 
-    calls = []
+    calls, prepared = [], []
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # serve exports settings: keep them here
     monkeypatch.delenv("GEO_MINZHENG_CATALOG", raising=False)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    monkeypatch.setattr(api_app, "prepare_store", prepared.append)
     assert cli.main(["serve", "--port", "8123", "--lang", "en"]) == 0
     ((app, kwargs),) = calls
-    assert isinstance(app, FastAPI)
-    assert kwargs == {"host": "127.0.0.1", "port": 8123}
+    assert app == "api.app:create_app" and kwargs["factory"] is True
+    assert (kwargs["host"], kwargs["port"]) == ("127.0.0.1", 8123)
     assert "http://127.0.0.1:8123/" in capsys.readouterr().out
     assert demo.default_catalog() == ROOT / "layers" / "catalog.yml"
+    assert prepared[0].catalog == demo.default_catalog()
+    assert os.environ["GEO_MINZHENG_CATALOG"] == str(demo.default_catalog())
 
 
 def test_console_script_runs_as_a_process(bad_csv) -> None:
@@ -161,3 +171,147 @@ def test_core_cli_imports_no_web_stack() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert json.loads(proc.stdout) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Files no reader can read: one line naming the file, exit 1, no traceback, from every verb
+# --------------------------------------------------------------------------------------------
+
+DISTRICT = DEMO_DATA / "changchun" / "districts_gcj02" / "220102.geojson"
+
+
+def _bad_files(folder) -> dict[str, tuple[object, str]]:
+    """Each kind of unreadable file the issue lists, with the Chinese words that must explain it."""
+    import numpy as np
+
+    folder.mkdir(exist_ok=True)
+    garbage = np.random.default_rng(15).bytes(4096)
+    district = DISTRICT.read_bytes()
+    files = {
+        "truncated.geojson": (district[:30000], "内容不完整"),
+        "malformed.geojson": (district.replace(b'"type"', b"'type'", 1), "不是有效的 JSON"),
+        "empty.csv": (b"", "文件是空的（0 字节）"),
+        "bom.csv": (b"\xef\xbb\xbf", "只有字节顺序标记（BOM）"),
+        "register.csv": (BAD_ELDERCARE_CSV.encode("gbk") + b"EC-6,\xff\xfe\n", "文本编码无法识别"),
+        "garbage.gpkg": (garbage, "不是有效的 GeoPackage 文件"),
+        "garbage.xlsx": (garbage, "不是有效的 Excel (.xlsx) 文件"),
+    }
+    out = {}
+    for name, (data, words) in files.items():
+        (folder / name).write_bytes(data)
+        out[name] = (folder / name, words)
+    (folder / "a folder.geojson").mkdir(exist_ok=True)
+    out["a folder.geojson"] = (folder / "a folder.geojson", "这是一个文件夹，不是文件")
+    return out
+
+
+def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    import os
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GEO_MINZHENG_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "geo_minzheng.cli", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**base, **(env or {})},
+    )  # fmt: skip
+
+
+def _finish(proc: subprocess.Popen, timeout_s: float = 180) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"the command did not stop: {proc.args}\n{out}\n{err}")
+    return proc.returncode, out, err
+
+
+def _one_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_validate_unreadable_files_one_line_exit_1_in_a_process(tmp_path) -> None:
+    """The issue's bad files, each through the real console entry point (no traceback)."""
+    files = _bad_files(tmp_path / "bad")
+    procs = {
+        name: _run_cli("validate", "--kind", "eldercare_center", str(path))
+        for name, (path, _) in files.items()
+    }
+    for name, proc in procs.items():
+        path, words = files[name]
+        code, out, err = _finish(proc)
+        assert code == 1, (name, out, err)
+        line = _one_line(err)
+        assert line.startswith(f"无法读取文件 {path}："), line
+        assert words in line, (name, line)
+        assert out == ""
+
+
+def test_validate_unreadable_file_in_english(tmp_path) -> None:
+    files = _bad_files(tmp_path / "bad")
+    path, _ = files["truncated.geojson"]
+    code, out, err = _finish(
+        _run_cli("validate", "--kind", "admin_unit", str(path), "--lang", "en")
+    )
+    assert code == 1
+    line = _one_line(err)
+    assert line.startswith(f"Cannot read {path}: the file ends too early, at line ")
+    assert "incomplete" in line
+
+
+def test_validate_header_only_file_exits_1_with_no_records(tmp_path, capsys) -> None:
+    path = tmp_path / "养老机构登记.csv"
+    path.write_bytes(BAD_ELDERCARE_CSV.split("\n", 1)[0].encode("gbk") + b"\n")
+    assert cli.main(["validate", "--kind", "eldercare_center", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "未通过校验" in out and "发现 1 个问题" in out
+    assert "图层没有任何记录（0 条）" in out
+    assert cli.main(["validate", "--kind", "eldercare_center", str(path), "--lang", "en"]) == 1
+    assert "records must be at least one record" in capsys.readouterr().out
+
+
+def test_every_verb_turns_an_unreadable_layer_into_one_line(tmp_path) -> None:
+    """demo, coverage, shelters and serve read the catalog's files: a broken one is one line."""
+    files = _bad_files(tmp_path / "bad")
+    data = tmp_path / "data"
+    data.mkdir()
+    broken_gpkg = data / "changchun_demo.gpkg"  # the demo catalog's file, damaged
+    broken_gpkg.write_bytes(files["garbage.gpkg"][0].read_bytes())
+    env = {"GEO_MINZHENG_DATA": str(data)}
+    # a bureau's catalog whose register is a BOM-only CSV
+    catalog = tmp_path / "catalog.yml"
+    catalog.write_text(
+        "layers:\n  eldercare:\n    kind: eldercare_center\n    title_zh: 养老机构\n"
+        f"    title_en: Eldercare\n    source: {files['bom.csv'][0]}\n",
+        encoding="utf-8",
+    )
+    out_dir = str(tmp_path / "out")
+    runs = {
+        "demo": (("demo", "--out", out_dir), env, broken_gpkg, "不是有效的 GeoPackage 文件"),
+        "coverage": (("coverage", "--out", out_dir), env, broken_gpkg, "不是有效的 GeoPackage"),
+        "coverage --catalog": (
+            ("coverage", "--out", out_dir, "--catalog", str(catalog)), {},
+            files["bom.csv"][0], "只有字节顺序标记（BOM）",
+        ),
+        "shelters": (("shelters", "--out", out_dir), env, broken_gpkg, "不是有效的 GeoPackage"),
+        "shelters --hazards": (
+            ("shelters", "--out", out_dir, "--hazards", str(files["truncated.geojson"][0])), {},
+            files["truncated.geojson"][0], "内容不完整",
+        ),
+        "serve": (
+            ("serve", "--port", "8791"),
+            {**env, "GEO_MINZHENG_STORE_URL": f"gpkg://{tmp_path / 'store.gpkg'}"},
+            broken_gpkg, "不是有效的 GeoPackage",
+        ),
+    }  # fmt: skip
+    procs = {name: _run_cli(*args, env=e) for name, (args, e, _, _) in runs.items()}
+    for name, proc in procs.items():
+        _, _, path, words = runs[name]
+        code, _out, err = _finish(proc)
+        assert code == 1, (name, err)
+        line = _one_line(err)
+        assert line.startswith(f"无法读取文件 {path}："), (name, line)
+        assert words in line, (name, line)

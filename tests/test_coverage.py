@@ -553,3 +553,147 @@ def test_unit_layer_and_time_engine_check(G, demo) -> None:
     by_length = Engine.from_graph(G, weight="length_m")
     with pytest.raises(ValueError, match="weight='time_s'.*got weight='length_m'"):
         coverage.analyze(layers["demand"], demo["facilities"], by_length)
+
+
+# ------------------------------------------------------------------ any eldercare, gap units, roads
+
+
+def test_any_eldercare_row_counts_the_nearest_of_every_category(engine, demo) -> None:
+    layers, res = demo["layers"], demo["result"]
+    assert res.provenance["combined"] == {
+        coverage.ANY_ELDERCARE: ["home_care_center", "day_care_center"]
+    }
+    assert coverage.ANY_ELDERCARE not in res.kinds  # a row of the table, not a facility kind
+    demand, table = res.demand, res.table
+    # independent: a resident is covered when either category's nearest centre is in reach
+    either = np.minimum(
+        demand["time_min_home_care_center"].to_numpy(), demand["time_min_day_care_center"]
+    )
+    np.testing.assert_array_equal(demand["time_min_any_eldercare"].to_numpy(), either)
+    faster_home = demand["time_min_home_care_center"] <= demand["time_min_day_care_center"]
+    reached = np.isfinite(either)
+    expected_id = np.where(
+        faster_home, demand["nearest_home_care_center"], demand["nearest_day_care_center"]
+    )
+    assert list(demand["nearest_any_eldercare"][reached]) == list(expected_id[reached])
+    assert demand["nearest_any_eldercare"][~reached].isna().all()
+    for b in BREAKS_MIN:
+        rows = table[(table["kind"] == coverage.ANY_ELDERCARE) & (table["break_min"] == b)]
+        rows = rows.set_index("unit")
+        inside = layers["demand"][either <= b]
+        assert rows.loc["total", "covered_aged_60_plus"] == inside["aged_60_plus"].sum()
+        for code, aged in inside.groupby("admin_code")["aged_60_plus"].sum().items():
+            assert rows.loc[code, "covered_aged_60_plus"] == aged
+        for kind in ("home_care_center", "day_care_center"):
+            one = table[(table["kind"] == kind) & (table["break_min"] == b)].set_index("unit")
+            assert (rows["covered_aged_60_plus"] >= one["covered_aged_60_plus"]).all()
+    total = table[(table["unit"] == "total") & (table["break_min"] == 15)].set_index("kind")
+    # the Changchun demo: 40.5 % and 40.8 % alone, 59.0 % with either (seeded scenario)
+    assert total.loc["any_eldercare", "share_aged_60_plus"] > max(
+        total.loc["home_care_center", "share_aged_60_plus"],
+        total.loc["day_care_center", "share_aged_60_plus"],
+    )
+    assert set(res.gaps["kind"]) >= {"any_eldercare"}
+    # one eldercare category, or combined={}: no combined row
+    one = {"day_care_center": demo["facilities"]["day_care_center"]}
+    assert "any_eldercare" not in set(coverage.analyze(demand, one, engine, gaps=False).table.kind)
+    none = coverage.analyze(demand, demo["facilities"], engine, gaps=False, combined={})
+    assert set(none.table["kind"]) == set(res.kinds)
+
+
+def test_gaps_carry_the_admin_unit_they_lie_in(demo) -> None:
+    layers, res = demo["layers"], demo["result"]
+    gaps = res.gaps
+    assert list(gaps.columns[:5]) == ["kind", "break_min", "rank", "unit", "unit_name"]
+    names = dict(zip(layers["districts"]["adcode"], layers["districts"]["name"], strict=True))
+    assert gaps["unit"].notna().all()
+    assert (gaps["unit_name"] == gaps["unit"].map(names)).all()
+    # independent: the uncovered residents of each gap, grouped by their district code; the
+    # gap's unit is the district holding most of its aged 60+
+    for kind in ("home_care_center", "community_service_room"):
+        kg = gaps[gaps["kind"] == kind]
+        far = layers["demand"][~(res.demand[f"time_min_{kind}"].to_numpy() <= 15)]
+        joined = gpd.sjoin(far, kg[["rank", "geometry"]], predicate="within")
+        by = joined.groupby(["rank", "admin_code"])["aged_60_plus"].sum().reset_index()
+        best = by.sort_values(["rank", "aged_60_plus"], ascending=[True, False])
+        best = best.drop_duplicates("rank").set_index("rank")["admin_code"]
+        assert (kg.set_index("rank")["unit"] == best.reindex(kg["rank"])).all()
+    # "gaps per district" is one groupby away
+    per = gaps[gaps["kind"] == "home_care_center"].groupby("unit_name")["aged_60_plus"].sum()
+    assert per.sum() == gaps.loc[gaps["kind"] == "home_care_center", "aged_60_plus"].sum()
+
+
+def test_finest_unit_and_gap_unit_cores() -> None:
+    # rows 0, 1 in a district and its city; row 2 only in the city; row 3 in nothing
+    rows = np.array([0, 0, 1, 1, 2])
+    units = np.array([2, 0, 0, 1, 0])
+    levels = ["city", "district", "district"]
+    np.testing.assert_array_equal(coverage.finest_units(rows, units, levels, 4), [2, 1, 0, -1])
+    # gap 1: unit 1 holds 7 aged, unit 2 holds 3; gap 2: a tie on aged, more residents in 2
+    gap = np.array([1, 1, 1, 2, 2, 2])
+    unit = np.array([1, 2, 1, 1, 2, -1])
+    aged = np.array([4, 3, 3, 5, 5, 50])
+    pop = np.array([10, 10, 10, 10, 30, 100])
+    np.testing.assert_array_equal(coverage.gap_units(gap, unit, aged, pop, 3), [1, 2, -1])
+
+
+def test_sparse_road_units_core() -> None:
+    km = np.array([100.0, 50.0, 1.0, 0.0, 3.0])
+    area = np.array([10.0, 10.0, 10.0, 10.0, 500.0])
+    levels = ["district", "district", "district", "district", "city"]
+    # median district density 2.55 km/km²: 0.1 and 0 are below 5 % of it; a level's only unit
+    # (the city) is never flagged
+    assert list(coverage.sparse_road_units(km, area, levels)) == [False, False, True, True, False]
+    assert list(coverage.sparse_road_units(km, area, levels, share=0.01)) == [
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
+
+
+def test_district_with_almost_no_road_data_says_so(G, demo) -> None:
+    layers, res = demo["layers"], demo["result"]
+    table = res.table
+    rows = table[table["break_min"] == 15].drop_duplicates("unit").set_index("unit")
+    # 绿园区 (220106) lies almost wholly outside the central-Changchun road extract
+    assert rows.loc["220106", "sparse_roads"]
+    assert rows.loc["220106", "road_km"] < 2.0
+    assert not rows.drop(index="220106")["sparse_roads"].any()
+    # independent: the network's streets (each once) clipped to each district, in metres
+    streets = [
+        d.get("geometry") or shapely.LineString([(G.nodes[u]["x"], G.nodes[u]["y"]),
+                                                 (G.nodes[v]["x"], G.nodes[v]["y"])])
+        for u, v, d in G.to_undirected().edges(data=True)
+    ]  # fmt: skip
+    units = layers["districts"].to_crs(G.graph["crs"])
+    for code, poly in zip(units["adcode"], units.geometry, strict=True):
+        clipped_km = shapely.length(shapely.intersection(streets, poly)).sum() / 1e3
+        if code != "220106":
+            assert rows.loc[code, "road_km"] == pytest.approx(clipped_km, rel=0.02)
+        else:
+            assert clipped_km < 1.0
+    sparse = table[table["unit"] == "220106"]
+    assert sparse["share_aged_60_plus"].isna().all() and sparse["share_population"].isna().all()
+    assert sparse["aged_60_plus"].gt(0).all()  # residents are there; their share is unknown
+    big = table[table["unit"].isin(["220102", "220103"])]
+    assert big["share_aged_60_plus"].notna().all()
+    assert res.provenance["sparse_road_units"] == ["220106"]
+    km = f"{rows.loc['220106', 'road_km']:.1f} km"
+    assert res.unit_notes(lang="zh") == {
+        "220106": f"路网数据几乎未覆盖本区（仅 {km} 道路），覆盖率无法计算"
+    }
+    assert "almost no road data" in res.unit_notes(lang="en")["220106"]
+    wide = res.unit_table("home_care_center").set_index("unit")
+    assert wide.loc["220106", "备注"].startswith("路网数据几乎未覆盖本区")
+    assert np.isnan(wide.loc["220106", "15分钟老年人覆盖率"])
+    assert wide["备注"].drop(index="220106").isna().all()
+    en = res.unit_table("home_care_center", lang="en").set_index("unit")
+    assert "almost no road data" in en.loc["220106", "note"]
+
+    from maps import coverage_map
+
+    html = coverage_map.unit_table_html(res, "home_care_center")
+    row = html.split('data-unit="220106"')[1].split("</tr>")[0]
+    assert "路网数据几乎未覆盖本区" in row and "0.0%" not in row

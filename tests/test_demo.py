@@ -306,6 +306,7 @@ def test_coverage_summary_matches_the_per_point_times(run) -> None:
         "home_care_center",
         "day_care_center",
         "community_service_room",
+        "any_eldercare",  # either centre within reach (coverage.ANY_ELDERCARE)
     }
     for row in cov["totals"]:
         minutes = times[f"time_min_{row['kind']}"].astype(float)

@@ -15,7 +15,7 @@ from conftest import CHANGCHUN, DEMO_DATA
 from pyproj import Geod, Transformer
 
 from geo_minzheng import crs, io
-from geo_minzheng._errors import CRSError, LayerValidationError, UnknownIdError
+from geo_minzheng._errors import CRSError, LayerReadError, LayerValidationError, UnknownIdError
 
 DISTRICTS = {"220102": "南关区", "220103": "宽城区", "220104": "朝阳区", "220105": "二道区"}
 
@@ -339,3 +339,204 @@ def test_demo_geopackage_reads_if_built() -> None:
         pytest.skip("layers/data/changchun_demo.gpkg not built yet (geo-minzheng demo)")
     roads = io.read_layer(path, kind="road", layer_name="roads")
     assert len(roads) == 1253 and roads.crs.to_epsg() == 4326
+
+
+# --------------------------------------------------------------------------------------------
+# Files that cannot be read: one LayerReadError naming the file, never a reader's own exception
+# --------------------------------------------------------------------------------------------
+
+DISTRICT = CHANGCHUN / "districts_gcj02" / "220102.geojson"
+#: A bureau's register as Excel writes "CSV (GBK)": real places in central Changchun.
+REGISTER_GBK = (
+    "编号,名称,类别,床位数,经度,纬度\n"
+    "E-01,南关区社会福利院,养老机构,320,125.3320,43.8760\n"
+    "E-02,自强街道日间照料中心,日间照料中心,40,125.3371,43.8802\n"
+).encode("gbk")
+
+
+def _garbage(n_bytes: int = 4096) -> bytes:
+    return np.random.default_rng(15).bytes(n_bytes)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _unreadable(tmp_path: Path, case: str) -> Path:
+    """A file of each kind a bureau has sent that no reader can read."""
+    district = DISTRICT.read_bytes()
+    builders = {
+        "truncated_geojson": lambda: _write(tmp_path / "220102.geojson", district[:30000]),
+        "malformed_geojson": lambda: _write(
+            tmp_path / "malformed.geojson", district.replace(b'"type"', b"'type'", 1)
+        ),
+        "json_not_geojson": lambda: _write(tmp_path / "list.geojson", b'[{"a": 1}]'),
+        "zero_bytes_csv": lambda: _write(tmp_path / "empty.csv", b""),
+        "zero_bytes_geojson": lambda: _write(tmp_path / "empty.geojson", b""),
+        "bom_only_csv": lambda: _write(tmp_path / "bom.csv", b"\xef\xbb\xbf"),
+        "blank_csv": lambda: _write(tmp_path / "blank.csv", b"\r\n\r\n"),
+        "undecodable_csv": lambda: _write(
+            tmp_path / "register.csv", REGISTER_GBK.replace(b"40", b"4\x81", 1)
+        ),
+        "binary_csv": lambda: _write(tmp_path / "binary.csv", _garbage()),
+        "garbage_gpkg": lambda: _write(tmp_path / "garbage.gpkg", _garbage()),
+        "garbage_geojson": lambda: _write(tmp_path / "garbage.geojson", _garbage()),
+        "garbage_xlsx": lambda: _write(tmp_path / "garbage.xlsx", _garbage()),
+        "old_xls": lambda: _write(tmp_path / "old.xls", _garbage()),
+        "unknown_suffix": lambda: _write(tmp_path / "garbage.dat", _garbage()),
+        "directory": lambda: _mkdir(tmp_path / "layers.geojson"),
+        "directory_csv": lambda: _mkdir(tmp_path / "register.csv"),
+        "dbf_given": lambda: _write(tmp_path / "shelters.dbf", _garbage()),
+    }
+    return builders[case]()
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+UNREADABLE = {
+    "truncated_geojson": "truncated",
+    "malformed_geojson": "bad_json",
+    "json_not_geojson": "not_geojson",
+    "zero_bytes_csv": "empty_file",
+    "zero_bytes_geojson": "empty_file",
+    "bom_only_csv": "no_content",
+    "blank_csv": "no_content",
+    "undecodable_csv": "bad_encoding",
+    "binary_csv": "not_text",
+    "garbage_gpkg": "bad_format",
+    "garbage_geojson": "bad_format",
+    "garbage_xlsx": "bad_format",
+    "old_xls": "old_excel",
+    "unknown_suffix": "unknown_format",
+    "directory": "not_a_file",
+    "directory_csv": "not_a_file",
+    "dbf_given": "shapefile_part",
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE))
+def test_unreadable_file_raises_one_read_error_naming_it(tmp_path: Path, case: str) -> None:
+    path = _unreadable(tmp_path, case)
+    before = _sha(path) if path.is_file() else None
+    for read in (
+        lambda: io.read_layer(path, kind="eldercare_center"),
+        lambda: io.validate_file(path, kind="eldercare_center"),
+    ):
+        with pytest.raises(LayerReadError) as info:
+            read()
+        error = info.value
+        assert type(error) is LayerReadError  # not a reader's exception passing through
+        assert error.code == UNREADABLE[case], (error.code, str(error))
+        assert error.path == str(path)
+        assert str(error).startswith(f"cannot read {path}: ")
+        assert "\n" not in str(error) and "Traceback" not in str(error)
+    if before is not None:
+        assert _sha(path) == before  # nothing the user gave is modified
+
+
+def test_read_errors_say_where_the_file_breaks(tmp_path: Path) -> None:
+    # the real district boundary cut after 30,000 bytes: JSON ends at its last character
+    text = DISTRICT.read_bytes()[:30000].decode("utf-8")
+    lines = text.rstrip().split("\n")
+    with pytest.raises(LayerReadError) as info:
+        io.read_layer(_unreadable(tmp_path, "truncated_geojson"), kind="admin_unit")
+    assert info.value.values["line"] == len(lines)
+    assert info.value.values["column"] == len(lines[-1]) + 1
+    # the GBK register with one stray byte in row 3 ("4\x81"): line 3, byte after "E-02,...,4"
+    with pytest.raises(LayerReadError) as info:
+        io.read_layer(_unreadable(tmp_path, "undecodable_csv"), kind="eldercare_center")
+    row = REGISTER_GBK.split(b"\n")[2]
+    assert info.value.values["line"] == 3
+    assert info.value.values["column"] == row.index(b"40") + 2
+    assert info.value.values["byte"] == "0x81"
+    assert "utf-8, gbk, gb18030" in str(info.value)
+
+
+def test_table_row_with_more_cells_than_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "register.csv"
+    path.write_bytes(REGISTER_GBK + "E-03,清和街道,助餐点,0,125,3,43,9\n".encode("gbk"))
+    with pytest.raises(LayerReadError) as info:
+        io.read_layer(path, kind="eldercare_center")
+    assert info.value.code == "bad_table"
+    assert info.value.values == {"line": 4, "expected": 6, "found": 8, "sep": ","}
+
+
+def test_workbooks_that_cannot_be_read(tmp_path: Path) -> None:
+    import zipfile
+
+    renamed = tmp_path / "renamed.xlsx"  # a ZIP file, but no workbook inside
+    with zipfile.ZipFile(renamed, "w") as archive:
+        archive.writestr("readme.txt", "not a workbook")
+    with pytest.raises(LayerReadError) as info:
+        io.read_layer(renamed, kind="shelter")
+    assert info.value.code == "damaged_workbook"
+    empty = tmp_path / "empty.xlsx"
+    pd.DataFrame().to_excel(empty, index=False)
+    with pytest.raises(LayerReadError) as info:
+        io.read_layer(empty, kind="shelter")
+    assert info.value.code == "no_content" and info.value.values["sheet"] == "Sheet1"
+    with pytest.raises(UnknownIdError, match="has no sheet '避难场所'; it has: Sheet1"):
+        io.read_layer(empty, kind="shelter", layer_name="避难场所")
+
+
+def test_geopackage_damaged_or_without_geometry(tmp_path: Path) -> None:
+    table = tmp_path / "table.gpkg"
+    pyogrio.write_dataframe(pd.DataFrame({"id": ["S-001"], "名称": ["人民广场"]}), table)
+    with pytest.raises(LayerReadError) as info:
+        io.read_layer(table, kind="shelter")
+    assert info.value.code == "no_geometry"
+    cut = _write(tmp_path / "cut.gpkg", (DEMO_DATA / "changchun_demo.gpkg").read_bytes()[:8192])
+    for read in (lambda: io.read_layer(cut, kind="road"), lambda: io.layer_names(cut)):
+        with pytest.raises(LayerReadError) as info:
+            read()
+        assert info.value.code == "damaged" and "malformed" in str(info.value)
+        assert "sqlite3_prepare" not in str(info.value)
+
+
+def test_shapefile_without_its_parts(tmp_path: Path) -> None:
+    path = tmp_path / "shelters.shp"
+    _as_shapefile_columns(_shelters()).to_file(path, engine="pyogrio")
+    assert len(io.read_layer(path, kind="shelter")) == 3
+    for part in (".shx", ".dbf"):
+        kept = path.with_suffix(part).read_bytes()
+        path.with_suffix(part).unlink()
+        with pytest.raises(LayerReadError) as info:
+            io.read_layer(path, kind="shelter")
+        assert info.value.code == "missing_part" and info.value.values["part"] == part
+        path.with_suffix(part).write_bytes(kept)
+    with pytest.raises(LayerReadError, match=r"give the \.shp file \(shelters\.shp\)"):
+        io.read_layer(path.with_suffix(".dbf"), kind="shelter")
+
+
+def test_read_error_explains_a_readers_own_exception(tmp_path: Path) -> None:
+    """For callers that read with geopandas themselves (the CLI's --hazards, say)."""
+    path = _unreadable(tmp_path, "truncated_geojson")
+    with pytest.raises(pyogrio.errors.DataSourceError) as raw:
+        gpd.read_file(path)
+    error = io.read_error(raw.value, path)
+    assert error.code == "truncated" and error.path == str(path)
+    empty = _unreadable(tmp_path, "zero_bytes_geojson")
+    with pytest.raises(pyogrio.errors.DataSourceError) as raw:
+        gpd.read_file(empty)
+    # without a path, the one the GDAL message quotes is used
+    assert io.read_error(raw.value).code == "empty_file"
+    with pytest.raises(LayerReadError) as info:
+        io.read_features(path)
+    assert info.value.code == "truncated"
+    flood = io.read_features(DISTRICT)
+    assert len(flood) == 1 and flood.geometry.iloc[0].geom_type in ("Polygon", "MultiPolygon")
+
+
+def test_utf16_table_from_excel_unicode_text(tmp_path: Path) -> None:
+    """Excel's "Unicode text (*.txt)": UTF-16 with a byte-order mark, tab-separated."""
+    path = tmp_path / "养老机构.txt"
+    text = REGISTER_GBK.decode("gbk").replace(",", "\t")
+    path.write_bytes(text.encode("utf-16"))
+    gdf = io.read_layer(path, kind="eldercare_center")
+    assert gdf.attrs["encoding"] == "utf-16"
+    assert gdf["name"].tolist() == ["南关区社会福利院", "自强街道日间照料中心"]
+    assert gdf["beds"].tolist() == [320, 40]

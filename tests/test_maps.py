@@ -8,6 +8,7 @@ demo-scenario label.
 from __future__ import annotations
 
 import http.server
+import json
 import re
 import threading
 from functools import partial
@@ -195,6 +196,54 @@ def test_values_are_translated_with_units() -> None:
     assert fmt(None, beds, "zh") == fmt(float("nan"), beds, "zh") == "—"
     assert fmt("T", bridge, "zh") == "是" and fmt("F", bridge, "en") == "No"
     assert fmt("<b>x</b>", None, "zh") == "&lt;b&gt;x&lt;/b&gt;"
+
+
+def test_years_and_admin_codes_read_as_people_write_them() -> None:
+    fmt = render.format_value
+    marker = KINDS["boundary_marker"]
+    year, side = marker.field("installed_year"), marker.field("unit_a")
+    assert fmt(2014, year, "zh") == "2014" and fmt(2014.0, year, "en") == "2014"  # not 2,014
+    assert fmt(12000, KINDS["shelter"].field("capacity_persons"), "zh") == "12,000 人"
+    names = {"220102": "南关区", "220104": "朝阳区"}
+    assert fmt("220102", side, "zh", unit_names=names) == "南关区（220102）"
+    assert fmt("220104", side, "en", unit_names=names) == "朝阳区 (220104)"
+    assert fmt("220199", side, "zh", unit_names=names) == "220199"  # unknown code: as it is
+    assert fmt("220102", side, "zh") == "220102"  # no admin units on the map
+    name = marker.field("name")
+    assert fmt("220102", name, "zh", unit_names=names) == "220102"  # not a code field
+    assert {"unit_a", "unit_b", "admin_code"} <= render.ADMIN_CODE_FIELDS
+
+
+def _legend_rows(m: folium.Map) -> list[str]:
+    """The legend's row labels, from the page script that fills the legend box."""
+    page = m.get_root().render()
+    (quoted,) = re.findall(r'div\.innerHTML = ("(?:[^"\\]|\\.)*");', page)
+    return re.findall(r"<span>([^<]*)</span>", json.loads(quoted))
+
+
+def test_a_layer_of_points_and_areas_is_one_legend_row(eldercare, shelters) -> None:
+    point = shelters.copy()
+    point["id"] = ["BN-02"]
+    point.geometry = [eldercare.geometry.iloc[1]]
+    mixed = pd.concat([shelters, point], ignore_index=True)
+    mixed.attrs = dict(shelters.attrs)
+    m = render.layers_map({"shelters": mixed, "eldercare": eldercare}, basemap="none")
+    rows = _legend_rows(m)
+    assert rows.count(TITLES_ZH["shelters"]) == 1 and TITLES_ZH["eldercare"] in rows, rows
+
+
+def test_layers_map_opens_on_the_data_not_the_districts(layers) -> None:
+    m = render.layers_map(layers, basemap="none")
+    (fit,) = [c for c in m._children.values() if isinstance(c, folium.map.FitBounds)]
+    data = np.array([g.total_bounds for k, g in layers.items() if k != "districts"])
+    expected = [[data[:, 1].min(), data[:, 0].min()], [data[:, 3].max(), data[:, 2].max()]]
+    np.testing.assert_allclose(fit.bounds, expected)
+    whole = layers["districts"].total_bounds
+    assert whole[2] - whole[0] > 3 * (expected[1][1] - expected[0][1])  # what it used to fit
+    # districts alone: they are the data
+    m = render.layers_map({"districts": layers["districts"]}, basemap="none")
+    (fit,) = [c for c in m._children.values() if isinstance(c, folium.map.FitBounds)]
+    np.testing.assert_allclose(fit.bounds, [[whole[1], whole[0]], [whole[3], whole[2]]])
 
 
 # ------------------------------------------------------------------------ layers and styles

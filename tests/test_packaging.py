@@ -29,7 +29,7 @@ import geo_minzheng
 from geo_minzheng import catalog, resources, scenario
 from tests.conftest import ROOT
 
-#: The three Python packages of the distribution (ARCHITECTURE.md) and the folder shipped as
+#: The three Python packages of the distribution (README.md) and the folder shipped as
 #: ``geo_minzheng.demo_layers``.
 PACKAGES = ("geo_minzheng", "maps", "api")
 LAYERS = "layers"

@@ -1,4 +1,4 @@
-"""Modules talk through public names only (STYLE.md #13, ARCHITECTURE.md).
+"""Modules talk through public names only.
 
 A module that needs another's internals asks for a public seam: ``from x import _name`` across
 the project's modules, or a call of another object's ``_method()``, is a missing seam. This

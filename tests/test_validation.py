@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
-from conftest import CHANGCHUN
+from conftest import CHANGCHUN, DEMO_DATA
 
 from geo_minzheng import crs, io, validation
 from geo_minzheng._errors import LayerValidationError, Problem
@@ -390,3 +390,150 @@ def test_alignment_of_points_taken_from_roads(roads: gpd.GeoDataFrame) -> None:
     assert _only(check_alignment(shifted, roads), "gcj02_offset")
     baidu = crs.from_wgs84(on_roads, "BD-09").set_crs("EPSG:4326")
     assert _only(check_alignment(baidu, roads), "bd09_offset")
+
+
+# --------------------------------------------------------------------------------------------
+# Files with a header but no records; header variants; likely matches for missing fields
+# --------------------------------------------------------------------------------------------
+
+DEMO_GPKG = DEMO_DATA / "changchun_demo.gpkg"
+
+
+def _demo(layer: str, kind: str) -> gpd.GeoDataFrame:
+    return io.read_layer(DEMO_GPKG, kind=kind, layer_name=layer)
+
+
+def _as_register(
+    gdf: gpd.GeoDataFrame, headers: dict[str, str], path: Path, *, encoding: str = "utf-8"
+) -> Path:
+    """``gdf`` as a bureau's CSV: the given headers, lon/lat columns, nothing else.
+
+    Areas (some shelters are parks) are given by a point inside them, as registers do.
+    """
+    columns = {h: gdf[f] for f, h in headers.items() if f not in ("lon", "lat")}
+    frame = pd.DataFrame(columns)
+    points = gdf.geometry.representative_point()
+    frame[headers.get("lon", "lon")] = points.x.round(7)
+    frame[headers.get("lat", "lat")] = points.y.round(7)
+    path.write_bytes(frame.to_csv(index=False).encode(encoding))
+    return path
+
+
+def _codes(problems: list[Problem]) -> list[str]:
+    return [p.code for p in problems]
+
+
+def test_header_only_file_is_no_records_not_valid(tmp_path: Path) -> None:
+    path = tmp_path / "养老机构台账.csv"
+    path.write_bytes("编号,名称,类别,床位数,经度,纬度\r\n".encode("gbk"))
+    problems = validate_file(path, kind="eldercare_center")
+    assert [(p.record, p.field, p.code) for p in problems] == [
+        ("layer '养老机构台账'", "records", "no_records")
+    ]
+    assert str(problems[0]) == (
+        "layer '养老机构台账': records must be at least one record (a header alone is not a "
+        "layer), got 0 records"
+    )
+    assert "图层没有任何记录（0 条）" in format_report(problems)
+    with pytest.raises(LayerValidationError) as info:
+        io.read_layer(path, kind="eldercare_center")
+    assert _codes(info.value.problems) == ["no_records"]
+    # without lon/lat columns too: both are said, not only the missing columns
+    bare = tmp_path / "bare.csv"
+    bare.write_text("编号,名称,类别\n", encoding="utf-8")
+    assert _codes(validate_file(bare, kind="eldercare_center")) == ["missing_lonlat", "no_records"]
+
+
+def test_empty_vector_layers_are_no_records(tmp_path: Path) -> None:
+    shelters = _demo("shelters", "shelter")
+    gpkg = io.write_gpkg({"shelters": shelters.iloc[:0]}, tmp_path / "empty.gpkg")
+    problems = validate_file(gpkg, kind="shelter")
+    assert _codes(problems) == ["no_records"]  # every column is there, no record
+    geojson = tmp_path / "empty.geojson"
+    geojson.write_text('{"type": "FeatureCollection", "features": []}', encoding="utf-8")
+    problems = validate_file(geojson, kind="shelter")
+    assert _codes(problems)[0] == "no_records"
+    assert {p.field for p in problems if p.code == "missing_field"} == {
+        "id", "name", "shelter_class", "effective_area_m2"
+    }  # fmt: skip
+    assert validate(shelters, "shelter") == []  # the real layer itself is clean
+
+
+@pytest.mark.parametrize(
+    ("headers", "encoding"),
+    [
+        (
+            {"id": "ID", "name": "Facility Name", "category": "Type", "beds": "Number of Beds",
+             "floor_area_m2": "Floor Area (m2)", "service_types": "Services",
+             "status": "Status", "lon": "Longitude", "lat": "Latitude"},
+            "utf-8",
+        ),
+        (
+            {"id": "机构编号", "name": "机构名称", "category": "机构类别", "beds": "床位总数",
+             "floor_area_m2": "服务用房面积（㎡）", "service_types": "服务项目",
+             "status": "运营状态", "lon": "经度", "lat": "纬度"},
+            "gbk",
+        ),
+    ],
+)  # fmt: skip
+def test_english_and_chinese_header_variants_map_to_fields(
+    tmp_path: Path, headers: dict[str, str], encoding: str
+) -> None:
+    eldercare = _demo("eldercare", "eldercare_center")
+    path = _as_register(eldercare, headers, tmp_path / "eldercare.csv", encoding=encoding)
+    back = io.read_layer(path, kind="eldercare_center")  # valid: every field was recognised
+    for field in ("id", "name", "category", "beds", "service_types", "status"):
+        assert back[field].tolist() == eldercare[field].tolist(), field
+    np.testing.assert_allclose(back["floor_area_m2"], eldercare["floor_area_m2"])
+    assert len(back) == 102
+
+
+def test_shelter_header_variants_and_a_bare_area_left_to_the_user(tmp_path: Path) -> None:
+    shelters = _demo("shelters", "shelter")
+    headers = {"id": "No.", "name": "场所名称", "shelter_class": "Class",
+               "effective_area_m2": "Effective Area", "capacity_persons": "Capacity",
+               "status": "使用状态"}  # fmt: skip
+    back = io.read_layer(_as_register(shelters, headers, tmp_path / "a.csv"), kind="shelter")
+    assert back["shelter_class"].tolist() == shelters["shelter_class"].tolist()
+    assert back["capacity_persons"].tolist() == shelters["capacity_persons"].tolist()
+    np.testing.assert_allclose(back["effective_area_m2"], shelters["effective_area_m2"])
+    # "面积" may be the site area (GB 51143): named as the likely match, never taken silently
+    headers["effective_area_m2"] = "面积"
+    path = _as_register(shelters, headers, tmp_path / "b.csv")
+    problems = validate_file(path, kind="shelter")
+    missing = _only(problems, "missing_field")
+    assert missing.field == "effective_area_m2"
+    assert "likely match: '面积'" in missing.found
+    assert "fields: {effective_area_m2: 面积}" in missing.found
+    assert "field_map={'effective_area_m2': '面积'}" in missing.found
+    zh = format_report(problems, kind="shelter")
+    assert "缺少字段「有效避难面积」(effective_area_m2)" in zh
+    assert "列「面积」可能就是该字段" in zh and "fields: {effective_area_m2: 面积}" in zh
+    gdf = io.read_layer(path, kind="shelter", field_map={"effective_area_m2": "面积"})
+    np.testing.assert_allclose(gdf["effective_area_m2"], shelters["effective_area_m2"])
+
+
+@pytest.mark.parametrize(
+    ("header", "likely"),
+    [("机构性质", "机构性质"), ("Catagory", "Catagory"), ("设施类别名称", "设施类别名称"),
+     ("联系电话", None)],
+)  # fmt: skip
+def test_missing_field_names_the_column_that_looks_like_it(
+    tmp_path: Path, header: str, likely: str | None
+) -> None:
+    eldercare = _demo("eldercare", "eldercare_center").head(5)
+    headers = {"id": "编号", "name": "名称", "category": header, "beds": "床位数",
+               "service_types": "服务类型"}  # fmt: skip
+    problems = validate_file(
+        _as_register(eldercare, headers, tmp_path / "e.csv"), kind="eldercare_center"
+    )
+    problem = _only(problems, "missing_field")
+    assert problem.field == "category"
+    if likely is None:
+        assert "likely match" not in problem.found
+        assert "可能就是" not in format_report(problems)
+    else:
+        assert f"likely match: '{likely}'" in problem.found
+        assert f"列「{likely}」可能就是该字段" in format_report(problems)
+    # the services column looks like a category too, but more like its own field: never offered
+    assert "服务类型" not in problem.found.split("likely match")[-1]

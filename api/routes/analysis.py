@@ -16,7 +16,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.auth import Viewer
@@ -460,25 +460,20 @@ def _submit(request: Request, state: AppState, kind: str, task: Any) -> JSONResp
 
 
 def _prevalidate(state: AppState, body: CoverageRequest | SitingRequest | ShelterRequest) -> None:
-    """Fail fast (before queueing) on bad parameters, unknown layers and invalid inline GeoJSON."""
+    """Fail fast (before queueing) with 422 on bad parameters, unknown layers or layers of the
+    wrong kind (workflows.check_inputs) and invalid inline GeoJSON."""
     try:
+        run_params: workflows.CoverageParams | workflows.SitingParams | workflows.ShelterParams
         if isinstance(body, CoverageRequest):
-            body.coverage_params()
+            run_params = body.coverage_params()
         elif isinstance(body, ShelterRequest):
-            body.shelter_params()
+            run_params = body.shelter_params()
         else:
-            body.siting_params()
+            run_params = body.siting_params()
         body.network_params(state)
+        workflows.check_inputs(state.workflow_layers(), run_params)
     except ValueError as exc:
         raise ApiProblem(422, str(exc)) from None
-    for name in ("demand_layer", "units_layer", "candidates_layer", "shelter_layer"):
-        layer_id = getattr(body, name, None)
-        if layer_id is not None:
-            state.store.layer(layer_id)
-    for layer_id in getattr(body, "facility_layers", None) or []:
-        state.store.layer(layer_id)
-    for layer_id in getattr(body, "existing_layers", None) or []:
-        state.store.layer(layer_id)
     demand = getattr(body, "demand", None)
     if demand is not None:
         _inline(state, demand, name="demand", kind="demand")
@@ -572,13 +567,15 @@ def job(job_id: JobId, request: Request, state: State, _: Viewer) -> JobStatus:
     description="The GeoJSON result of a finished job; 409 while it runs, the job's error if it "
     "failed.",
 )
-def job_result(job_id: JobId, state: State, _: Viewer) -> JSONResponse:
+def job_result(job_id: JobId, state: State, _: Viewer) -> Response:
     job = state.jobs.get(job_id)
     if job.status == "failed" and job.error is not None:
         return JSONResponse(
             job.error, status_code=int(job.error["status"]), media_type="application/problem+json"
         )
-    if job.status != "succeeded" or job.result is None:
+    # the store keeps the result as JSON text (any worker process may answer): sent as is
+    text = state.jobs.result_json(job_id) if job.status == "succeeded" else None
+    if text is None:
         msg = f"job '{job_id}' is {job.status} ({job.progress:.0%}); poll /jobs/{job_id}"
         raise ApiProblem(409, msg)
-    return JSONResponse(job.result, media_type=GEOJSON)
+    return Response(text, media_type=GEOJSON)

@@ -30,7 +30,7 @@ from api.models import (
 )
 from api.state import AppState, State
 from geo_minzheng._errors import LayerValidationError
-from geo_minzheng.store import AuditEntry, LayerInfo, Record
+from geo_minzheng.store import MAX_FEATURE_ID_LENGTH, AuditEntry, LayerInfo, Record
 
 router = APIRouter()
 
@@ -49,7 +49,9 @@ CollectionId = Annotated[
     str,
     Path(description="图层编号 / layer ID", pattern=r"^[A-Za-z0-9_\-]{1,64}$", max_length=64),
 ]
-FeatureId = Annotated[str, Path(description="要素编号 / feature ID", max_length=200)]
+FeatureId = Annotated[
+    str, Path(description="要素编号 / feature ID", max_length=MAX_FEATURE_ID_LENGTH)
+]
 
 
 class GeoJSONResponse(JSONResponse):
@@ -60,6 +62,12 @@ class GeoJSONResponse(JSONResponse):
 
 def _url(request: Request, name: str, **params: str) -> str:
     return str(request.url_for(name, **params))
+
+
+def _item_url(request: Request, layer_id: str, fid: str) -> str:
+    """The item URL of a record, its ID percent-encoded (url_for does not encode: an ID with
+    '#' would lose its tail, one with Chinese characters could not go in a Location header)."""
+    return f"{_url(request, 'items', collection_id=layer_id)}/{quote(fid, safe='')}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -133,6 +141,9 @@ def _collection(request: Request, state: AppState, info: LayerInfo) -> Collectio
         numberOfFeatures=info.count,
         editable=info.editable,
         editableFields=list(info.editable_fields),
+        geometryEditable=info.editable and meta.geometry_editable,
+        allowCreate=info.editable and meta.allow_create,
+        allowDelete=info.editable and meta.allow_delete,
         scenario=meta.scenario,
         queryables=[f.name for f in kind.fields],
     )
@@ -203,7 +214,7 @@ def _feature(record: Record, id_field: str, request: Request, layer_id: str) -> 
         version=record.version,
         links=[
             Link(
-                href=_url(request, "item", collection_id=layer_id, feature_id=record.fid),
+                href=_item_url(request, layer_id, record.fid),
                 rel="self",
                 type=GEOJSON,
             ),  # fmt: skip
@@ -353,14 +364,37 @@ def _check_writable(state: AppState, layer_id: str, principal: Principal) -> Non
 
 
 def _check_fields(state: AppState, layer_id: str, principal: Principal, changed: set[str]) -> None:
+    """Refuse a non-admin change of fields outside ``editable_fields`` or of the geometry."""
     if principal.has("admin"):
         return
+    if "geometry" in changed and not state.meta(layer_id).geometry_editable:
+        msg = (
+            f"role '{principal.role}' may not move or reshape records of layer '{layer_id}' "
+            "(the catalog does not set geometry_editable for it); send the geometry unchanged "
+            "or leave it out"
+        )
+        raise ApiProblem(403, msg)
     allowed = set(state.store.layer(layer_id).editable_fields)
-    refused = sorted(changed - allowed)
+    refused = sorted(changed - allowed - {"geometry"})
     if refused:
         msg = (
             f"role '{principal.role}' may change only {', '.join(sorted(allowed)) or 'nothing'} "
             f"in layer '{layer_id}', not {', '.join(refused)}"
+        )
+        raise ApiProblem(403, msg)
+
+
+def _check_action(state: AppState, layer_id: str, principal: Principal, action: str) -> None:
+    """Refuse a non-admin create or delete unless the catalog allows it for the layer."""
+    if principal.has("admin"):
+        return
+    meta = state.meta(layer_id)
+    allowed = meta.allow_create if action == "create" else meta.allow_delete
+    if not allowed:
+        verb = "add records to" if action == "create" else "delete records of"
+        msg = (
+            f"role '{principal.role}' may not {verb} layer '{layer_id}' (the catalog does not "
+            f"set allow_{action} for it); an admin may"
         )
         raise ApiProblem(403, msg)
 
@@ -380,21 +414,41 @@ def _geometry(body: FeatureIn, *, required: bool) -> Any:
     return geom
 
 
-def _expected_version(if_match: str | None, body: FeatureIn | None) -> int:
-    if if_match:
-        tag = if_match.strip().removeprefix("W/").strip('"')
-        try:
-            return int(tag)
-        except ValueError:
-            msg = f'If-Match must be the feature\'s ETag (its version, e.g. "3"), got {if_match!r}'
-            raise ApiProblem(400, msg) from None
+def _if_match(if_match: str | None, body: FeatureIn | None) -> list[int] | None:
+    """The versions a write may apply to: If-Match's ETags, else the body's ``version``.
+
+    None stands for ``If-Match: *`` (RFC 9110 §13.1.1: any current version); 428 when neither
+    is given, 400 when If-Match is not ``*`` or a list of this API's ETags.
+    """
+    if if_match and if_match.strip():
+        if if_match.strip() == "*":
+            return None
+        versions = []
+        for part in if_match.split(","):
+            tag = part.strip().removeprefix("W/").strip('"')
+            try:
+                versions.append(int(tag))
+            except ValueError:
+                msg = (
+                    'If-Match must be the feature\'s ETag (its version, e.g. "3"), a list of them '
+                    f"or *, got {if_match!r}"
+                )
+                raise ApiProblem(400, msg) from None
+        return versions
     if body is not None and body.version is not None:
-        return body.version
+        return [body.version]
     msg = (
-        "send the version you edited, as If-Match (the ETag from GET) or as 'version' in the "
-        "body, so that concurrent edits are not lost"
+        "send the version you edited, as If-Match (the ETag from GET, or * for any) or as "
+        "'version' in the body, so that concurrent edits are not lost"
     )
     raise ApiProblem(428, msg)
+
+
+def _expected_version(versions: list[int] | None, current: Record) -> int:
+    """The version the store must find: the current one if it is among ``versions`` (or *)."""
+    if versions is None or current.version in versions:
+        return current.version
+    return versions[0]  # the store refuses it with 409, naming both versions
 
 
 def _write_response(
@@ -404,7 +458,7 @@ def _write_response(
     feature = _feature(record, kind.id_field, request, layer_id)
     headers = {"ETag": _etag(record.version)}
     if status == 201:
-        headers["Location"] = _url(request, "item", collection_id=layer_id, feature_id=record.fid)
+        headers["Location"] = _item_url(request, layer_id, record.fid)
     return GeoJSONResponse(feature.model_dump(exclude_none=True), status_code=status,
                            headers=headers)  # fmt: skip
 
@@ -429,6 +483,7 @@ def create_item(
 ) -> GeoJSONResponse:
     kind = state.store.kind_of(collection_id)
     _check_writable(state, collection_id, principal)
+    _check_action(state, collection_id, principal, "create")
     props = dict(body.properties)
     if kind.id_field not in props and body.id is not None:
         props[kind.id_field] = body.id
@@ -456,8 +511,9 @@ def _update(
 ) -> GeoJSONResponse:
     kind = state.store.kind_of(collection_id)
     _check_writable(state, collection_id, principal)
-    expected = _expected_version(if_match, body)
+    versions = _if_match(if_match, body)
     current = state.store.get(collection_id, feature_id)
+    expected = _expected_version(versions, current)
     given = {k: v for k, v in body.properties.items() if k != kind.id_field}
     if kind.id_field in body.properties and str(body.properties[kind.id_field]) != feature_id:
         msg = f"the ID field '{kind.id_field}' cannot be changed (feature '{feature_id}')"
@@ -467,7 +523,7 @@ def _update(
     touched = set(changes) | (
         {"geometry"} if geometry is not None and geometry != current.geometry else set()
     )
-    _check_fields(state, collection_id, principal, touched - {"geometry"})
+    _check_fields(state, collection_id, principal, touched)
     record = state.store.update(
         collection_id,
         feature_id,
@@ -481,7 +537,10 @@ def _update(
 
 IfMatch = Annotated[
     str | None,
-    Header(description='ETag (version) of the feature you edited, e.g. "3"', max_length=40),
+    Header(
+        description='ETag (version) of the feature you edited, e.g. "3"; * for any version',
+        max_length=200,
+    ),
 ]
 
 
@@ -548,7 +607,9 @@ def delete_item(
 ) -> Response:
     state.store.kind_of(collection_id)
     _check_writable(state, collection_id, principal)
-    expected = _expected_version(if_match, None)
+    _check_action(state, collection_id, principal, "delete")
+    versions = _if_match(if_match, None)
+    expected = _expected_version(versions, state.store.get(collection_id, feature_id))
     state.store.delete(collection_id, feature_id, expected_version=expected, actor=principal.name)
     return Response(status_code=204)
 

@@ -101,6 +101,30 @@ WORKFLOWS = (
         "Residents assigned to shelters within capacity and service radius: responsibility "
         "areas, loads, residents without a place; optionally under the demo flood.",
     ),
+    Workflow(
+        "relief",
+        "救灾物资调运",
+        "Relief-material dispatch",
+        "各储备库向避难场所调运帐篷、棉被、饮用水、食品：分配、车辆路线与调度单；可选演示洪水情景。",
+        "Which depot sends tents, quilts, water and food to which shelter, on which vehicle by "
+        "which open road, with dispatch sheets; optionally under the demo flood.",
+    ),
+    Workflow(
+        "province",
+        "全省养老服务圈覆盖",
+        "Province eldercare coverage",
+        "全省各市、各区县的15分钟养老服务圈覆盖率（按区县分区在 Dask 上计算），可逐区县查看地图。",
+        "The 15-minute eldercare coverage of every county of every city (partitioned by county "
+        "on Dask), with each county's own map.",
+    ),
+    Workflow(
+        "boundaries",
+        "行政区域界线管理",
+        "Administrative boundaries",
+        "界线与界桩、到期联合检查的界线、拓扑检查问题；在界桩弹窗中记录检查；两图一责下载。",
+        "Boundary lines and markers, lines due for joint inspection, topology findings; record "
+        "an inspection in a marker's popup; the two diagrams and the responsibility table.",
+    ),
 )
 
 
@@ -241,27 +265,53 @@ def _store_layers(state: AppState, lang: str) -> dict:
     return out
 
 
+#: Style of the page's own panels (navigation, tools); they are docked as Leaflet controls and
+#: hidden until then: in the page flow they would add a scroll bar while Leaflet measures the map.
+_PANEL_STYLE = (
+    "display:none;background:rgba(255,255,255,.95);padding:6px 10px;border-radius:4px;"
+    "box-shadow:0 1px 5px rgba(0,0,0,.4);font:13px/1.6 sans-serif"
+)
+#: Moves every ``.gm-panel`` into the map's top-left control corner, above the zoom buttons,
+#: so that Leaflet stacks them and nothing hides another control or the map's edge.
+_DOCK = """<script>
+document.addEventListener("DOMContentLoaded", function() {
+  var corner = document.querySelector(".leaflet-top.leaflet-left");
+  if (!corner) return;
+  var panels = document.querySelectorAll(".gm-panel");
+  for (var i = panels.length - 1; i >= 0; i--) {
+    panels[i].classList.add("leaflet-control");
+    corner.insertBefore(panels[i], corner.firstChild);
+    panels[i].style.display = "block";
+    L.DomEvent.disableClickPropagation(panels[i]);
+    L.DomEvent.disableScrollPropagation(panels[i]);
+  }
+});
+</script>"""
+
+
 def _nav(workflow: str, lang: str, extra: str = "") -> str:
     other = "en" if lang == "zh" else "zh"
     return (
-        '<div id="gm-nav" style="position:fixed;left:10px;top:10px;z-index:1001;'
-        "background:rgba(255,255,255,.95);padding:6px 10px;border-radius:4px;"
-        'box-shadow:0 1px 5px rgba(0,0,0,.4);font:13px/1.6 sans-serif">'
+        f'<div id="gm-nav" class="gm-panel" style="{_PANEL_STYLE}">'
         f'<a id="gm-home" href="/?lang={lang}">{_t("home", lang)}</a> · '
         f'<a id="lang-switch" href="/maps/{workflow}?lang={other}">{_t("switch", lang)}</a>'
-        f"{extra}</div>"
+        f"{extra}</div>{_DOCK}"
     )
 
 
 def _isochrone_tool(map_name: str, lang: str) -> str:
-    """A button that turns map clicks into walking isochrones (POST /analysis/isochrone)."""
+    """A button that turns map clicks into walking isochrones (POST /analysis/isochrone).
+
+    While the tool is on, a click on the map draws an isochrone and nothing else: the click is
+    taken before Leaflet sees it, so no district or facility popup opens over the result.
+    """
     text = {k: _t(k, lang) for k in ("iso_button", "iso_hint", "iso_busy", "iso_fail", "iso_layer")}
     colours = json.dumps(["#fee08b", "#91cf60", "#1a9850", "#006837", "#00441b", "#002a10"])
     return f"""
-<div style="position:fixed;left:10px;top:52px;z-index:1001">
+<div id="gm-iso-box" class="gm-panel" style="{_PANEL_STYLE};padding:4px 6px">
 <button id="gm-iso" type="button" title="{html.escape(text["iso_hint"])}"
  style="font:13px sans-serif;padding:4px 10px">{html.escape(text["iso_button"])}</button>
-<span id="gm-iso-status" style="background:#fff;font:12px sans-serif;padding:2px 6px"></span>
+<span id="gm-iso-status" style="font:12px sans-serif;padding:2px 6px"></span>
 </div>
 <script>
 // folium defines the map in a script after </body>: wait until the whole page is parsed
@@ -273,10 +323,14 @@ document.addEventListener("DOMContentLoaded", function() {{
     active = !active; button.style.fontWeight = active ? "bold" : "normal";
     status.textContent = active ? T.iso_hint : "";
     map.getContainer().style.cursor = active ? "crosshair" : "";
+    if (active) map.closePopup();
   }});
   // listen on the container (capture phase): feature layers stop clicks from reaching the map
   map.getContainer().addEventListener("click", function(ev) {{
-    if (!active || ev.target.closest(".leaflet-control, .gm-titlebox")) return;
+    if (!active || ev.target.closest(".leaflet-control, .gm-titlebox, .leaflet-popup")) return;
+    // the click is the tool's: Leaflet must not open the popup of what lies under it
+    ev.stopPropagation();
+    map.closePopup();
     var latlng = map.mouseEventToLatLng(ev);
     status.textContent = T.iso_busy;
     fetch("/analysis/isochrone", {{method: "POST", headers: {{"Content-Type": "application/json"}},
@@ -378,6 +432,34 @@ def _shelters_page(state: AppState, lang: str, basemap: list[str], flood: bool) 
     return _finish(m, _nav("shelters", lang, extra))
 
 
+def _relief_page(state: AppState, lang: str, basemap: list[str], flood: bool) -> str:
+    from api.errors import ApiProblem
+    from geo_minzheng import scenario
+    from maps import relief_map
+
+    layers = state.workflow_layers()
+    road_id = workflows.first_of_kind(layers, "road")
+    needed = ("shelter", "supply_depot")
+    if road_id is None or any(workflows.first_of_kind(layers, k) is None for k in needed):
+        raise ApiProblem(404, "the relief map needs shelter, depot and road layers")
+    hazards = closed = None
+    if flood:
+        hazards, closed = scenario.demo_flood(layers.read(road_id))
+    speed = state.network.default.walk_speed_mps
+    run = workflows.run_relief(
+        layers,
+        state.network.get(workflows.NetworkParams(profile="drive", walk_speed_mps=speed)),
+        walk_engine=state.network.get(workflows.NetworkParams(walk_speed_mps=speed)),
+        gdf_hazards=hazards,
+        gdf_closed_roads=closed,
+    )
+    m = relief_map.relief_map(run, lang=lang, basemap=_resolved(state, basemap))
+    other = "0" if flood else "1"
+    label = _t("flood_off" if flood else "flood_on", lang)
+    extra = f'<br><a id="gm-flood" href="/maps/relief?lang={lang}&flood={other}">{label}</a>'
+    return _finish(m, _nav("relief", lang, extra))
+
+
 def _revision(state: AppState) -> int:
     return state.store.revision()
 
@@ -439,4 +521,56 @@ def shelters_map_page(
     chosen = _basemaps(state, basemap)
     key = ("shelters", lang_, tuple(chosen), flood, _revision(state))
     page = _cache(state).get(key, lambda: _shelters_page(state, lang_, chosen, flood))
+    return HTMLResponse(page)
+
+
+@router.get(
+    "/maps/relief",
+    response_class=HTMLResponse,
+    responses={404: {"description": "no shelter, depot or road layer"}},
+    summary="救灾物资调运地图 / relief-material dispatch map",
+    description="Depots, shelters sized by need, allocation flows, each vehicle's tours in its "
+    "own colour on the drive network, shelters that cannot be reached; `flood=1` re-plans under "
+    "the demo flood (演示情景) and shows the flooded area and the closed bridge.",
+)
+def relief_map_page(
+    state: State,
+    _: Viewer,
+    lang: Lang = None,
+    basemap: Basemap = None,
+    flood: Annotated[bool, Query(description="演示洪水情景 / demo flood")] = False,
+) -> HTMLResponse:
+    lang_ = _lang(state, lang)
+    chosen = _basemaps(state, basemap)
+    key = ("relief", lang_, tuple(chosen), flood, _revision(state))
+    page = _cache(state).get(key, lambda: _relief_page(state, lang_, chosen, flood))
+    return HTMLResponse(page)
+
+
+@router.get(
+    "/maps/boundaries",
+    response_class=HTMLResponse,
+    responses={404: {"description": "no admin_unit layer"}},
+    summary="行政区域界线管理地图 / boundary management map",
+    description="Boundary lines (due ones highlighted), markers coloured by their latest state "
+    "with a form in each popup that records an inspection (editor API key), topology findings "
+    "and the inspection route over the line with the most markers.",
+)
+def boundaries_map_page(
+    state: State, _: Viewer, lang: Lang = None, basemap: Basemap = None
+) -> HTMLResponse:
+    from api.routes import boundaries as boundary_routes
+
+    lang_ = _lang(state, lang)
+    chosen = _basemaps(state, basemap)
+    # an inspection appended changes the map too: the inspections' own revision is in the key
+    key = ("boundaries", lang_, tuple(chosen), _revision(state), state.store.inspection_revision(),
+           state.network.status == "ready")  # fmt: skip
+    page = _cache(state).get(
+        key,
+        lambda: _finish(
+            boundary_routes.boundaries_map(state, lang_, _resolved(state, chosen)),
+            _nav("boundaries", lang_),
+        ),
+    )
     return HTMLResponse(page)

@@ -14,6 +14,8 @@ Layout, the same in both backends
   is ``geometry(Geometry, 4326)`` with a GiST index.
 * ``gm_layers``: layer ID, kind, title, editability.
 * ``gm_audit``: one row per write (who, when, action, version before/after, record before/after).
+* ``gm_jobs``: analysis jobs of the service (status, progress, heartbeat, error, result as JSON
+  text), so every worker process, and the service after a restart, answers for every job.
 
 Why JSON properties rather than one column per field: a layer may carry extra columns beyond its
 kind's fields, edits never need DDL (so a write never takes a schema lock), and both backends
@@ -34,24 +36,32 @@ from pathlib import Path
 from geo_minzheng._errors import StoreError
 from geo_minzheng.store.base import (
     ACTIONS,
+    JOB_STATES,
+    MAX_FEATURE_ID_LENGTH,
     VERSION_COLUMN,
     AuditEntry,
+    JobInfo,
     LayerInfo,
     Record,
     Store,
+    check_feature_id,
 )
 from geo_minzheng.store.gpkg import GeoPackageStore, gpkg_blob, gpkg_wkb
 from geo_minzheng.store.postgis import PostGISStore
 
 __all__ = [
     "ACTIONS",
+    "JOB_STATES",
+    "MAX_FEATURE_ID_LENGTH",
     "VERSION_COLUMN",
     "AuditEntry",
     "GeoPackageStore",
+    "JobInfo",
     "LayerInfo",
     "PostGISStore",
     "Record",
     "Store",
+    "check_feature_id",
     "gpkg_blob",
     "gpkg_wkb",
     "open_store",

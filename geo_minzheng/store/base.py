@@ -41,6 +41,13 @@ VERSION_COLUMN = "_version"
 WGS84_SRS_ID = 4326
 _LAYER_ID = re.compile(r"[a-z][a-z0-9_]{0,47}")
 _RESERVED_PREFIXES = ("gpkg_", "gm_", "rtree_", "sqlite_", "pg_", "spatial_ref_sys", "geometry_")
+#: Longest record ID: every item route (``/collections/{id}/items/{fid}``) accepts this many.
+MAX_FEATURE_ID_LENGTH = 200
+#: Characters of a record ID: letters and digits of any script, '_', and ``- . : ~ ( ) + # @ ·``.
+#: Nothing that splits or hides a URL path segment (``/``, ``\``, spaces, control characters).
+_FEATURE_ID = re.compile(r"[\w\-.:~()+#@·]+")
+#: Integers a store keeps exactly: 64-bit signed (SQLite INTEGER, PostgreSQL bigint).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: Actions recorded in the audit history.
 ACTIONS = ("import", "create", "update", "delete")
 
@@ -97,6 +104,40 @@ class AuditEntry:
     version_after: int | None
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+
+
+#: States of an analysis job; the last two are final.
+JOB_STATES = ("queued", "running", "succeeded", "failed")
+#: States of a job that is not finished.
+JOB_ACTIVE = ("queued", "running")
+#: Columns of ``gm_jobs`` that :meth:`Store.update_job` sets (composed into SQL: a fixed list).
+JOB_FIELDS = ("status", "progress", "message", "error", "result")
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """An analysis job as the store keeps it (without its result, which may be large).
+
+    ``heartbeat`` is the last time the worker running the job said it was alive; a queued or
+    running job whose heartbeat is old belongs to a process that stopped (see
+    :meth:`Store.fail_stale_jobs`). Times are ISO 8601 UTC text with milliseconds.
+    """
+
+    id: str
+    kind: str
+    status: str
+    progress: float
+    message: str
+    created: str
+    finished: str | None
+    heartbeat: str
+    error: dict[str, Any] | None
+    has_result: bool
+
+    @property
+    def active(self) -> bool:
+        """True while the job is queued or running."""
+        return self.status in JOB_ACTIVE
 
 
 @dataclass
@@ -160,9 +201,53 @@ def check_layer_id(layer_id: str) -> str:
     return layer_id
 
 
+def check_feature_id(fid: str, *, layer: str) -> str:
+    """``fid`` if it can be a record ID; LayerValidationError naming the rule otherwise.
+
+    Checked before anything is written, so that every stored record can be read, changed and
+    deleted through its item URL: at most :data:`MAX_FEATURE_ID_LENGTH` characters, letters,
+    digits and ``_ - . : ~ ( ) + # @ ·`` only, not only dots (``.``/``..`` are path steps).
+    """
+    expected = (
+        f"an ID of 1-{MAX_FEATURE_ID_LENGTH} letters, digits and _ - . : ~ ( ) + # @ · "
+        "(no '/', '\\', spaces or control characters; not only dots)"
+    )
+    text = fid if isinstance(fid, str) else str(fid)
+    ok = (
+        0 < len(text) <= MAX_FEATURE_ID_LENGTH
+        and _FEATURE_ID.fullmatch(text) is not None
+        and text.strip(".") != ""
+    )
+    if not ok:
+        shown = repr(text[:40]) + (f"... ({len(text)} characters)" if len(text) > 40 else "")
+        problem = Problem(f"record {shown}", "id", expected, shown, "bad_id")
+        raise LayerValidationError(layer, [problem])
+    return text
+
+
+def _number_problem(value: Any, spec_type: str | None) -> str | None:
+    """Why a number cannot be stored (a non-finite float, an integer outside int64), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, np.integer)) and not INT64_MIN <= int(value) <= INT64_MAX:
+        return f"an integer between {INT64_MIN} and {INT64_MAX}"
+    if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
+        return "a finite number" if spec_type in ("int", "float") else "a finite number or text"
+    return None
+
+
 def utc_now() -> str:
     """The current UTC time as ISO 8601 text with milliseconds (audit and layer timestamps)."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    return iso_utc(_utc())
+
+
+def _utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def iso_utc(moment: dt.datetime) -> str:
+    """``moment`` as ISO 8601 UTC text with milliseconds (the store's text timestamps)."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _snapshot(properties: Mapping[str, Any], wkb: bytes | None) -> dict[str, Any]:
@@ -183,16 +268,48 @@ def _to_wkb(geometry: BaseGeometry | None) -> bytes | None:
 def _coerce_properties(
     kind: LayerKind, properties: Mapping[str, Any], *, layer: str, fid: str
 ) -> dict[str, Any]:
-    """JSON-safe attributes with the kind's fields coerced to their types (启用 -> 'open')."""
+    """JSON-safe attributes with the kind's fields coerced to their types (启用 -> 'open').
+
+    A value the store cannot keep as given (an infinity, an integer outside 64 bits, text that
+    is not valid Unicode) raises LayerValidationError instead of being stored as null or
+    rounded; NaN stays what pandas means by it, a missing value.
+    """
     out: dict[str, Any] = {}
+    problems: list[Problem] = []
+    names = {f.name for f in kind.fields}
     for name, raw in properties.items():
+        spec_type = kind.field(name).type if name in names else None
+        nan = isinstance(raw, (float, np.floating)) and math.isnan(float(raw))
+        why = None if nan else _number_problem(raw, spec_type)
         value = _jsonable(raw)
-        if value is not None and name in {f.name for f in kind.fields}:
+        if value is not None and name in names:
             with contextlib.suppress(ValueError):  # validation reports what cannot be coerced
                 value = validation.coerce_value(value, kind.field(name))
+        why = why or _number_problem(value, spec_type) or _text_problem(value)
+        if why is not None:
+            shown = repr(raw) if not isinstance(raw, str) else ascii(raw[:80])
+            problems.append(Problem(f"{kind.name} '{fid}'", str(name), why, shown, "unstorable"))
+            continue
         out[str(name)] = _jsonable(value)
+    if problems:
+        raise LayerValidationError(layer, problems)
     out.pop(kind.id_field, None)
     return out
+
+
+def _text_problem(value: Any) -> str | None:
+    """Why text (also inside lists and mappings) cannot be stored as UTF-8, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "valid Unicode text (no lone surrogates such as \\ud800)"
+        return None
+    if isinstance(value, Mapping):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, (list, tuple)):
+        return next((p for p in map(_text_problem, value) if p is not None), None)
+    return None
 
 
 def _validate_record(
@@ -221,6 +338,12 @@ def _filter_value(kind: LayerKind, layer: str, name: str, raw: Any) -> Any:
     except ValueError:
         problem = Problem(f"filter '{name}'", name, f"a {spec.type}", repr(raw), "bad_type")
         raise LayerValidationError(layer, [problem]) from None
+    why = _number_problem(value, spec.type)
+    if why is None and spec.type == "list" and not validation.list_items(value):
+        why = "at least one value (an empty list would match every record)"
+    if why is not None:
+        problem = Problem(f"filter '{name}'", name, why, repr(raw), "bad_value")
+        raise LayerValidationError(layer, [problem])
     if spec.choices:
         items = validation.list_items(value) if spec.type == "list" else [str(value)]
         unknown = [item for item in items if item not in spec.choices]
@@ -299,6 +422,33 @@ class Store(ABC):
 
     @abstractmethod
     def _history_rows(self, layer_id: str | None, fid: str | None, limit: int | None) -> list: ...
+
+    @abstractmethod
+    def _job_insert(self, tx: Any, job_id: str, kind: str, now: dt.datetime) -> None: ...
+
+    @abstractmethod
+    def _job_count_active(self, tx: Any, cutoff: dt.datetime) -> int: ...
+
+    @abstractmethod
+    def _job_set(self, tx: Any, job_id: str, values: dict[str, Any], now: dt.datetime) -> int: ...
+
+    @abstractmethod
+    def _job_fail_stale(
+        self, tx: Any, cutoff: dt.datetime, now: dt.datetime, error: dict[str, Any]
+    ) -> int: ...
+
+    @abstractmethod
+    def _job_touch(self, tx: Any, job_ids: Sequence[str], now: dt.datetime) -> None: ...
+
+    @abstractmethod
+    def _job_prune(self, tx: Any, keep: int) -> None: ...
+
+    @abstractmethod
+    def _job_row(self, job_id: str) -> tuple | None:
+        """The job's row as the fields of :class:`JobInfo`, in order (None when unknown)."""
+
+    @abstractmethod
+    def _job_result(self, job_id: str) -> str | None: ...
 
     @abstractmethod
     def close(self) -> None:
@@ -449,10 +599,18 @@ class Store(ABC):
         wkbs = shapely.to_wkb(np.asarray(gdf.geometry.values), byte_order=1, output_dimension=2)
         rows = []
         records = gdf[columns].to_dict(orient="records")
+        bad_ids: list[Problem] = []
         for record, wkb in zip(records, wkbs, strict=True):
             fid = validation.to_str(record[spec.id_field])
+            try:  # every record must stay reachable through its item URL
+                check_feature_id(fid, layer=layer_id)
+            except LayerValidationError as exc:
+                bad_ids.extend(exc.problems)
+                continue
             props = _coerce_properties(spec, record, layer=layer_id, fid=fid)
             rows.append((fid, props, None if wkb is None else bytes(wkb)))
+        if bad_ids:
+            raise LayerValidationError(layer_id, bad_ids)
         return rows
 
     # -- reads -----------------------------------------------------------------------------------
@@ -593,7 +751,7 @@ class Store(ABC):
                 f"new {kind.name} record", kind.id_field, "a non-empty ID", repr(raw_id), "missing"
             )
             raise LayerValidationError(layer_id, [problem])
-        fid = str(raw_id).strip()
+        fid = check_feature_id(str(raw_id).strip(), layer=layer_id)
         props = _coerce_properties(kind, properties, layer=layer_id, fid=fid)
         _validate_record(kind, layer_id, fid, props, geometry)
         wkb = _to_wkb(geometry)
@@ -692,8 +850,220 @@ class Store(ABC):
             self._meta(layer_id)
         return [AuditEntry(*row) for row in self._history_rows(layer_id, fid, limit)]
 
+    # -- jobs ------------------------------------------------------------------------------------
+    # Analysis jobs live in ``gm_jobs`` so that every worker process of the service (and the
+    # service after a restart) answers for every job. A job's worker refreshes its heartbeat
+    # while it runs; one whose heartbeat is older than ``stale_after_s`` has lost its process.
+    def add_job(
+        self,
+        job_id: str,
+        kind: str,
+        *,
+        max_active: int | None = None,
+        stale_after_s: float = 60.0,
+        keep: int = 100,
+    ) -> bool:
+        """Queue a new job unless ``max_active`` jobs are already queued or running.
+
+        The count and the insert are one write transaction, so worker processes sharing the
+        store never queue more than ``max_active`` together. Jobs whose heartbeat is older than
+        ``stale_after_s`` do not count. Finished jobs beyond the newest ``keep`` are dropped.
+
+        Returns
+        -------
+        bool
+            True when the job was queued, False when the queue is full.
+        """
+        now = _utc()
+        with self._transaction() as tx:
+            if max_active is not None:
+                cutoff = now - dt.timedelta(seconds=stale_after_s)
+                if self._job_count_active(tx, cutoff) >= max_active:
+                    return False
+            self._job_insert(tx, str(job_id), str(kind), now)
+            self._job_prune(tx, max(0, int(keep)))
+        return True
+
+    def update_job(
+        self,
+        job_id: str,
+        *,
+        status: str | None = None,
+        progress: float | None = None,
+        message: str | None = None,
+        error: dict[str, Any] | None = None,
+        result: str | None = None,
+    ) -> None:
+        """Record a job's progress, or its end (``status`` succeeded/failed with result/error).
+
+        ``result`` is the job's result as JSON text (served as is); the heartbeat is refreshed.
+        A job that is already finished is left as it is (a late update cannot revive it).
+        """
+        if status is not None and status not in JOB_STATES:
+            msg = f"job '{job_id}': status must be one of {', '.join(JOB_STATES)}, got {status!r}"
+            raise ValueError(msg)
+        given = {"status": status, "progress": progress, "message": message, "error": error,
+                 "result": result}  # fmt: skip
+        values = {k: v for k, v in given.items() if v is not None}
+        with self._transaction() as tx:
+            self._job_set(tx, str(job_id), values, _utc())
+
+    def touch_jobs(self, job_ids: Sequence[str]) -> None:
+        """Refresh the heartbeat of ``job_ids`` (the caller's queued and running jobs)."""
+        if job_ids:
+            with self._transaction() as tx:
+                self._job_touch(tx, list(job_ids), _utc())
+
+    def fail_stale_jobs(self, *, stale_after_s: float, error: dict[str, Any]) -> int:
+        """Mark failed, with ``error``, every active job silent for ``stale_after_s``; how many."""
+        now = _utc()
+        with self._transaction() as tx:
+            return self._job_fail_stale(tx, now - dt.timedelta(seconds=stale_after_s), now, error)
+
+    def job(self, job_id: str) -> JobInfo:
+        """The job ``job_id`` (UnknownIdError when the store has no such job)."""
+        row = self._job_row(str(job_id))
+        if row is None:
+            msg = f"unknown job '{job_id}' (finished jobs are kept until newer ones replace them)"
+            raise UnknownIdError(msg)
+        return JobInfo(*row)
+
+    def job_result(self, job_id: str) -> str | None:
+        """The JSON text of a succeeded job's result (None while it has none)."""
+        self.job(job_id)
+        return self._job_result(str(job_id))
+
+    # -- inspections (append-only) ---------------------------------------------------------------
+    # Boundary-marker inspection records (行政区域界线联合检查) live in ``gm_inspections``: rows
+    # are appended, never updated or deleted (the backends refuse both with triggers), so the
+    # full history of every marker and line is kept. The table is created on first use.
+    def append_inspections(
+        self, rows: Sequence[Mapping[str, Any]], *, actor: str
+    ) -> list[InspectionRecord]:
+        """Append inspection rows (one per marker visited) in one transaction; return them stored.
+
+        Each row has the keys of :data:`INSPECTION_FIELDS` (``photo`` bytes or None); the rows
+        are checked by :func:`geo_minzheng.boundaries.check_inspection` first. Either all rows
+        are stored or none.
+        """
+        missing = [
+            f"row {i + 1}: {key}"
+            for i, row in enumerate(rows)
+            for key in INSPECTION_FIELDS[:7]
+            if not row.get(key)
+        ]
+        if missing:
+            msg = f"inspection rows lack required values: {'; '.join(missing[:10])}"
+            raise StoreError(msg)
+        stamp = {"recorded_at": utc_now(), "actor": actor}
+        with self._transaction() as tx:
+            self._inspections_schema(tx)
+            seqs = [
+                self._inspection_insert(tx, {**{k: row.get(k) for k in INSPECTION_FIELDS}, **stamp})
+                for row in rows
+            ]
+        found = {r.seq: r for r in self.inspections(seqs=seqs)}
+        return [found[s] for s in seqs]
+
+    def inspections(
+        self,
+        *,
+        marker_id: str | None = None,
+        line_id: str | None = None,
+        seqs: Sequence[int] | None = None,
+        limit: int | None = None,
+    ) -> list[InspectionRecord]:
+        """Inspection records, newest first (by inspection date, then by when they were stored).
+
+        Filters: one marker, one line, or given sequence numbers; ``limit`` the most returned.
+        """
+        if limit is not None and limit < 0:
+            msg = f"limit must be >= 0, got {limit}"
+            raise ValueError(msg)
+        where = {"marker_id": marker_id, "line_id": line_id}
+        rows = self._inspection_rows(
+            {k: v for k, v in where.items() if v is not None},
+            None if seqs is None else [int(s) for s in seqs],
+            limit,
+        )
+        return [InspectionRecord(*row) for row in rows]
+
+    def inspection_photo(self, seq: int) -> tuple[bytes, str]:
+        """The photo of inspection row ``seq`` and its type (UnknownIdError when there is none)."""
+        found = self._inspection_photo(int(seq))
+        if found is None or found[0] is None:
+            msg = f"inspection record {seq} has no photo"
+            raise UnknownIdError(msg)
+        return bytes(found[0]), str(found[1])
+
+    def inspection_revision(self) -> int:
+        """The newest inspection row's sequence number (0 when there is none): grows on append."""
+        return int(self._inspection_tail() or 0)
+
+    def _inspections_schema(self, tx: Any) -> None:
+        raise NotImplementedError
+
+    def _inspection_insert(self, tx: Any, values: dict[str, Any]) -> int:
+        raise NotImplementedError
+
+    def _inspection_rows(
+        self, where: dict[str, Any], seqs: list[int] | None, limit: int | None
+    ) -> list[tuple]:
+        raise NotImplementedError
+
+    def _inspection_photo(self, seq: int) -> tuple[bytes | None, str | None] | None:
+        raise NotImplementedError
+
+    def _inspection_tail(self) -> int | None:
+        raise NotImplementedError
+
     def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: Values of one inspection row as a caller gives them to :meth:`Store.append_inspections`.
+#: The first seven are required.
+INSPECTION_FIELDS = (
+    "inspection_id",
+    "marker_id",
+    "line_id",
+    "inspected_on",
+    "team",
+    "kind",
+    "status",
+    "moved_m",
+    "note",
+    "photo",
+    "photo_type",
+)
+
+
+@dataclass(frozen=True)
+class InspectionRecord:
+    """One stored inspection row: a marker's state seen on one day by one team (never changed).
+
+    ``seq`` orders rows as stored; ``inspection_id`` groups the rows of one inspection;
+    ``recorded_at`` (UTC) and ``actor`` say when and by whose key it was stored.
+    """
+
+    seq: int
+    inspection_id: str
+    marker_id: str
+    line_id: str
+    inspected_on: str
+    team: str
+    kind: str
+    status: str
+    moved_m: float | None
+    note: str | None
+    photo_type: str | None
+    recorded_at: str
+    actor: str
+
+    @property
+    def has_photo(self) -> bool:
+        """True when a photo was stored with the row."""
+        return self.photo_type is not None

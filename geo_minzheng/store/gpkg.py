@@ -8,11 +8,12 @@ while one writer writes; ``BEGIN IMMEDIATE`` takes the write lock before a versi
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import sqlite3
 import struct
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,16 @@ import shapely
 
 from geo_minzheng._errors import StoreError
 from geo_minzheng.kinds import LayerKind
-from geo_minzheng.store.base import WGS84_SRS_ID, LayerMeta, Row, Store, check_layer_id, utc_now
+from geo_minzheng.store.base import (
+    JOB_FIELDS,
+    WGS84_SRS_ID,
+    LayerMeta,
+    Row,
+    Store,
+    check_layer_id,
+    iso_utc,
+    utc_now,
+)
 from geo_minzheng.validation import list_items
 
 _GPKG_APPLICATION_ID = 0x47504B47  # 'GPKG'
@@ -57,6 +67,11 @@ _GPKG_SCHEMA = (
         action TEXT NOT NULL, actor TEXT NOT NULL, at TEXT NOT NULL,
         version_before INTEGER, version_after INTEGER, before TEXT, after TEXT)""",
     "CREATE INDEX IF NOT EXISTS gm_audit_record ON gm_audit (layer_id, fid)",
+    """CREATE TABLE IF NOT EXISTS gm_jobs (
+        job_id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL,
+        progress REAL NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '',
+        created TEXT NOT NULL, finished TEXT, heartbeat TEXT NOT NULL, error TEXT, result TEXT)""",
+    "CREATE INDEX IF NOT EXISTS gm_jobs_active ON gm_jobs (status, heartbeat)",
 )
 _GPKG_SRS_ROWS = (
     ("Undefined cartesian SRS", -1, "NONE", -1, "undefined", "undefined cartesian"),
@@ -370,6 +385,83 @@ class GeoPackageStore(Store):
             for r in rows
         ]
 
+    # -- jobs ------------------------------------------------------------------------------------
+    # Timestamps are ISO 8601 UTC text of one format, so text order is time order.
+    def _job_insert(self, tx: sqlite3.Connection, job_id: str, kind: str, now: dt.datetime) -> None:
+        stamp = iso_utc(now)
+        tx.execute(
+            "INSERT INTO gm_jobs (job_id, kind, status, created, heartbeat) "
+            "VALUES (?, ?, 'queued', ?, ?)",
+            (job_id, kind, stamp, stamp),
+        )
+
+    def _job_count_active(self, tx: sqlite3.Connection, cutoff: dt.datetime) -> int:
+        row = tx.execute(
+            "SELECT count(*) FROM gm_jobs WHERE status IN ('queued', 'running') AND heartbeat >= ?",
+            (iso_utc(cutoff),),
+        ).fetchone()
+        return int(row[0])
+
+    def _job_set(
+        self, tx: sqlite3.Connection, job_id: str, values: dict[str, Any], now: dt.datetime
+    ) -> int:
+        columns, params = ["heartbeat = ?"], [iso_utc(now)]
+        for name in JOB_FIELDS:  # a fixed list of column names, never caller input
+            if name in values:
+                value = values[name]
+                columns.append(f"{name} = ?")
+                params.append(json.dumps(value, ensure_ascii=False) if name == "error" else value)
+        if values.get("status") in ("succeeded", "failed"):
+            columns.append("finished = ?")
+            params.append(iso_utc(now))
+        cursor = tx.execute(
+            f"UPDATE gm_jobs SET {', '.join(columns)} "
+            "WHERE job_id = ? AND status IN ('queued', 'running')",
+            [*params, job_id],
+        )
+        return int(cursor.rowcount)
+
+    def _job_fail_stale(
+        self, tx: sqlite3.Connection, cutoff: dt.datetime, now: dt.datetime, error: dict[str, Any]
+    ) -> int:
+        cursor = tx.execute(
+            "UPDATE gm_jobs SET status = 'failed', finished = ?, error = ? "
+            "WHERE status IN ('queued', 'running') AND heartbeat < ?",
+            (iso_utc(now), json.dumps(error, ensure_ascii=False), iso_utc(cutoff)),
+        )
+        return int(cursor.rowcount)
+
+    def _job_touch(self, tx: sqlite3.Connection, job_ids: Sequence[str], now: dt.datetime) -> None:
+        tx.executemany(
+            "UPDATE gm_jobs SET heartbeat = ? WHERE job_id = ? AND status IN ('queued', 'running')",
+            [(iso_utc(now), job_id) for job_id in job_ids],
+        )
+
+    def _job_prune(self, tx: sqlite3.Connection, keep: int) -> None:
+        tx.execute(
+            "DELETE FROM gm_jobs WHERE status IN ('succeeded', 'failed') AND job_id NOT IN "
+            "(SELECT job_id FROM gm_jobs WHERE status IN ('succeeded', 'failed') "
+            "ORDER BY finished DESC LIMIT ?)",
+            (keep,),
+        )
+
+    def _job_row(self, job_id: str) -> tuple | None:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT job_id, kind, status, progress, message, created, finished, heartbeat, "
+                "error, result IS NOT NULL FROM gm_jobs WHERE job_id = ?",
+                (job_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        error = None if row[8] is None else json.loads(row[8])
+        return (*row[:3], float(row[3]), *row[4:8], error, bool(row[9]))
+
+    def _job_result(self, job_id: str) -> str | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT result FROM gm_jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else row[0]
+
     # -- queries ---------------------------------------------------------------------------------
     def _where(self, kind: LayerKind, filters: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
         clauses, params = ["1 = 1"], []
@@ -430,3 +522,86 @@ class GeoPackageStore(Store):
                 sql = f"SELECT {columns} FROM {table} WHERE fid IN ({marks}) ORDER BY fid"
                 rows.extend(self._row(r) for r in conn.execute(sql, chunk).fetchall())
             return rows, len(fids)
+
+    # -- inspections (append-only) ---------------------------------------------------------------
+    _INSPECTIONS_SCHEMA = (
+        """CREATE TABLE IF NOT EXISTS gm_inspections (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, inspection_id TEXT NOT NULL,
+            marker_id TEXT NOT NULL, line_id TEXT NOT NULL, inspected_on TEXT NOT NULL,
+            team TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL, moved_m REAL,
+            note TEXT, photo BLOB, photo_type TEXT, recorded_at TEXT NOT NULL,
+            actor TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS gm_inspections_marker ON gm_inspections (marker_id)",
+        "CREATE INDEX IF NOT EXISTS gm_inspections_line ON gm_inspections (line_id)",
+        # append-only: the history is never rewritten, whoever connects to the file
+        """CREATE TRIGGER IF NOT EXISTS gm_inspections_no_update BEFORE UPDATE ON gm_inspections
+            BEGIN SELECT RAISE(ABORT, 'gm_inspections is append-only'); END""",
+        """CREATE TRIGGER IF NOT EXISTS gm_inspections_no_delete BEFORE DELETE ON gm_inspections
+            BEGIN SELECT RAISE(ABORT, 'gm_inspections is append-only'); END""",
+        # an attribute table in the GeoPackage's contents, so GDAL and QGIS list it
+        """INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier, description)
+            VALUES ('gm_inspections', 'attributes', 'gm_inspections',
+                    '界桩检查记录（只增不改）/ boundary-marker inspections (append-only)')""",
+    )
+    _INSPECTION_COLUMNS = (
+        "seq, inspection_id, marker_id, line_id, inspected_on, team, kind, status, moved_m, "
+        "note, photo_type, recorded_at, actor"
+    )
+
+    def _inspections_schema(self, tx: sqlite3.Connection) -> None:
+        if getattr(self, "_inspections_ready", False):
+            return
+        for statement in self._INSPECTIONS_SCHEMA:
+            tx.execute(statement)
+        self._inspections_ready = True
+
+    def _has_inspections(self, conn: sqlite3.Connection) -> bool:
+        row = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'gm_inspections'"
+        ).fetchone()
+        return row is not None
+
+    def _inspection_insert(self, tx: sqlite3.Connection, values: dict[str, Any]) -> int:
+        # the keys are the store's fixed field list (base.INSPECTION_FIELDS + stamp), never input
+        columns = ", ".join(values)
+        marks = ", ".join("?" * len(values))
+        sql = f"INSERT INTO gm_inspections ({columns}) VALUES ({marks})"
+        return int(tx.execute(sql, tuple(values.values())).lastrowid or 0)
+
+    def _inspection_rows(
+        self, where: dict[str, Any], seqs: list[int] | None, limit: int | None
+    ) -> list[tuple]:
+        clauses: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        for name in ("marker_id", "line_id"):  # a fixed list of column names
+            if name in where:
+                clauses.append(f"{name} = ?")
+                params.append(str(where[name]))
+        if seqs is not None:
+            if not seqs:
+                return []
+            clauses.append(f"seq IN ({', '.join('?' * len(seqs))})")
+            params.extend(seqs)
+        sql = (
+            f"SELECT {self._INSPECTION_COLUMNS} FROM gm_inspections WHERE {' AND '.join(clauses)} "
+            "ORDER BY inspected_on DESC, seq DESC LIMIT ?"
+        )
+        with self._read() as conn:
+            if not self._has_inspections(conn):
+                return []
+            return [tuple(r) for r in conn.execute(sql, [*params, -1 if limit is None else limit])]
+
+    def _inspection_photo(self, seq: int) -> tuple[bytes | None, str | None] | None:
+        with self._read() as conn:
+            if not self._has_inspections(conn):
+                return None
+            row = conn.execute(
+                "SELECT photo, photo_type FROM gm_inspections WHERE seq = ?", (seq,)
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def _inspection_tail(self) -> int | None:
+        with self._read() as conn:
+            if not self._has_inspections(conn):
+                return None
+            return conn.execute("SELECT max(seq) FROM gm_inspections").fetchone()[0]

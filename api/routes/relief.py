@@ -1,0 +1,311 @@
+"""The relief job: ``POST /analysis/relief`` (救灾物资调运), a job with progress.
+
+It runs :func:`geo_minzheng.workflows.run_relief` on the service's drive network (the shelter
+catchments that give the sheltered persons on its walk network) and returns the vehicle tours as
+GeoJSON, with needs, allocation, stops, one dispatch sheet per vehicle, what could not be done
+and, under closed roads or hazards, what they changed. Defaults and rules come from
+:mod:`geo_minzheng.params`; results are polled at ``/jobs/{id}`` like every analysis job.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import geopandas as gpd
+import pandas as pd
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import Viewer
+from api.errors import ApiProblem
+from api.jobs import Progress
+from api.models import PROBLEM_RESPONSES, JobStatus, Link, ProblemDetail
+from api.state import AppState, State
+from geo_minzheng import params, workflows
+from geo_minzheng._errors import UnknownIdError
+from geo_minzheng.kinds import RELIEF_ITEMS
+
+router = APIRouter(tags=["分析 / analysis"])
+
+GEOJSON = "application/geo+json"
+
+
+class FeatureCollection(BaseModel):
+    """Inline GeoJSON (WGS84); at most the service's ``max_analysis_features`` features."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["FeatureCollection"]
+    features: list[dict[str, Any]] = Field(max_length=100_000)
+
+
+class ReliefRequest(BaseModel):
+    """Relief-material allocation and vehicle tours (relief workflow)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    days: float = Field(
+        default=params.DEFAULT_RELIEF_DAYS, gt=0, le=params.MAX_RELIEF_DAYS,
+        description=params.RELIEF_DAYS_DESCRIPTION,
+    )  # fmt: skip
+    items: list[Literal[tuple(RELIEF_ITEMS)]] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="物资（默认：有定额的全部物资）/ items (default: every item with a norm)",
+    )
+    reserve_share: float = Field(
+        default=params.DEFAULT_RESERVE_SHARE, ge=0, lt=1, description=params.RESERVE_DESCRIPTION
+    )
+    vehicles_per_depot: int = Field(
+        default=params.DEFAULT_VEHICLES_PER_DEPOT, ge=0, le=params.MAX_VEHICLES_PER_DEPOT,
+        description="每个储备库的车辆数 / vehicles per depot",
+    )  # fmt: skip
+    vehicle_capacity_t: float = Field(
+        default=params.DEFAULT_VEHICLE_CAPACITY_T, gt=0, le=100,
+        description="每车载重（吨）/ load per vehicle, tonnes",
+    )  # fmt: skip
+    vehicle_capacity_m3: float = Field(
+        default=params.DEFAULT_VEHICLE_CAPACITY_M3, gt=0, le=200,
+        description="每车容积（立方米）/ load space per vehicle, m³",
+    )  # fmt: skip
+    shift_h: float = Field(
+        default=params.DEFAULT_SHIFT_H, gt=0, le=params.MAX_SHIFT_H,
+        description="最长班次（小时）/ longest shift, hours",
+    )  # fmt: skip
+    unload_min_per_t: float = Field(
+        default=params.DEFAULT_UNLOAD_MIN_PER_T, ge=0, le=params.MAX_UNLOAD_MIN_PER_T,
+        description="每吨卸货时间（分钟）/ unloading minutes per tonne",
+    )  # fmt: skip
+    share_steps: int = Field(
+        default=params.DEFAULT_SHARE_STEPS, ge=1, le=params.MAX_SHARE_STEPS,
+        description="缺口分担步数 / steps in which a shortage is shared",
+    )  # fmt: skip
+    occupancy_field: str | None = Field(
+        default=None, max_length=64,
+        description="用避难场所登记的在住人数字段代替责任区计算 / the registry's occupancy column",
+    )  # fmt: skip
+    depart_at: str | None = Field(
+        default=None, max_length=32, description="发车时间 HH:MM 或 ISO 时间 / departure time"
+    )
+    shelter_layer: str | None = Field(default=None, max_length=64)
+    depot_layer: str | None = Field(default=None, max_length=64)
+    demo_flood: bool = Field(
+        default=False, description="使用演示洪水情景（伊通河沿岸）/ the demo flood (demo scenario)"
+    )
+    hazards: FeatureCollection | None = Field(
+        default=None, description="灾害影响区（面，WGS84）/ hazard polygons such as a flooded area"
+    )
+    closed_roads: FeatureCollection | None = Field(
+        default=None, description="封闭道路（点或线，WGS84）/ closed roads or bridges"
+    )
+
+    def relief_params(self) -> workflows.ReliefParams:
+        return workflows.ReliefParams(
+            days=self.days,
+            items=tuple(self.items) if self.items else None,
+            reserve_share=self.reserve_share,
+            vehicles_per_depot=self.vehicles_per_depot,
+            vehicle_capacity_t=self.vehicle_capacity_t,
+            vehicle_capacity_m3=self.vehicle_capacity_m3,
+            shift_h=self.shift_h,
+            unload_min_per_t=self.unload_min_per_t,
+            share_steps=self.share_steps,
+            occupancy_field=self.occupancy_field,
+            depart_at=self.depart_at,
+            shelter_layer=self.shelter_layer,
+            depot_layer=self.depot_layer,
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value if isinstance(value, str | int | float | bool | type(None)) else str(value)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [_jsonable(r) for r in frame.to_dict(orient="records")]
+
+
+def _geojson(gdf: gpd.GeoDataFrame) -> dict[str, Any]:
+    data = gdf.to_crs(4326) if gdf.crs is not None and gdf.crs.to_epsg() != 4326 else gdf
+    data = data[data.geometry.notna()]
+    features = []
+    props = data.drop(columns=data.geometry.name)
+    for (_, row), geom in zip(props.iterrows(), data.geometry.to_numpy(), strict=True):
+        features.append(
+            {
+                "type": "Feature",
+                "properties": _jsonable(row.to_dict()),
+                "geometry": geom.__geo_interface__,
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _inline(state: AppState, fc: FeatureCollection | None, name: str) -> gpd.GeoDataFrame | None:
+    """Inline GeoJSON as a WGS84 frame (422 when it is not valid GeoJSON, 413 when too big)."""
+    if fc is None:
+        return None
+    limit = state.settings.max_analysis_features
+    if len(fc.features) > limit:
+        msg = f"'{name}' has {len(fc.features)} features; the limit is {limit}"
+        raise ApiProblem(413, msg)
+    try:
+        gdf = gpd.GeoDataFrame.from_features(fc.model_dump()["features"], crs="EPSG:4326")
+    except Exception:
+        msg = f"'{name}' is not a valid GeoJSON FeatureCollection of WGS84 features"
+        raise ApiProblem(422, msg) from None
+    gdf.attrs = {"layer": name}
+    return gdf
+
+
+def _barriers(
+    state: AppState, body: ReliefRequest
+) -> tuple[gpd.GeoDataFrame | None, gpd.GeoDataFrame | None]:
+    hazards = _inline(state, body.hazards, "hazards")
+    closed = _inline(state, body.closed_roads, "closed_roads")
+    if hazards is not None and not hazards.geom_type.isin(["Polygon", "MultiPolygon"]).all():
+        raise ApiProblem(422, "'hazards' must hold Polygon or MultiPolygon features only")
+    if body.demo_flood:
+        from geo_minzheng import scenario
+
+        layers = state.workflow_layers()
+        road = workflows.first_of_kind(layers, "road")
+        if road is None:
+            raise ApiProblem(422, "demo_flood needs a road layer")
+        flood, bridge = scenario.demo_flood(layers.read(road))
+        hazards = flood if hazards is None else pd.concat([hazards, flood], ignore_index=True)
+        closed = bridge if closed is None else pd.concat([closed, bridge], ignore_index=True)
+    return hazards, closed
+
+
+def _prevalidate(state: AppState, body: ReliefRequest) -> None:
+    """Fail fast (before queueing) with 422 on bad parameters, layers and inline GeoJSON."""
+    try:
+        body.relief_params()
+    except ValueError as exc:
+        raise ApiProblem(422, str(exc)) from None
+    layers = state.workflow_layers()
+    for name, kind in (("shelter_layer", "shelter"), ("depot_layer", "supply_depot")):
+        layer_id = getattr(body, name)
+        if layer_id is None:
+            if workflows.first_of_kind(layers, kind) is None:
+                raise ApiProblem(422, f"there is no layer of kind '{kind}'")
+            continue
+        try:
+            found = layers.kind_of(layer_id)
+        except UnknownIdError:
+            raise ApiProblem(422, f"{name}: unknown layer '{layer_id}'") from None
+        if found != kind:
+            msg = f"{name}: layer '{layer_id}' is of kind '{found}'; expected '{kind}'"
+            raise ApiProblem(422, msg)
+    _inline(state, body.hazards, "hazards")
+    _inline(state, body.closed_roads, "closed_roads")
+
+
+def _run_relief(state: AppState, body: ReliefRequest, progress: Progress) -> dict[str, Any]:
+    from geo_minzheng import relief
+
+    hazards, closed = _barriers(state, body)
+    progress(0.02, "准备车行路网 / preparing the drive network")
+    default = state.network.default
+    drive = state.network.get(
+        workflows.NetworkParams(profile="drive", walk_speed_mps=default.walk_speed_mps)
+    )
+    walk = None
+    if not body.occupancy_field:
+        walk = state.network.get(
+            workflows.NetworkParams(profile="walk", walk_speed_mps=default.walk_speed_mps)
+        )
+    run = workflows.run_relief(
+        state.workflow_layers(),
+        drive,
+        body.relief_params(),
+        walk_engine=walk,
+        gdf_hazards=hazards,
+        gdf_closed_roads=closed,
+        progress=progress,
+    )
+    plan = run.plan
+    out = _geojson(plan.tours)
+    out["summary"] = _jsonable(plan.summary)
+    out["shelters"] = _geojson(plan.shelters.reset_index())
+    out["depots"] = _geojson(plan.depots.reset_index())
+    out["flows"] = _geojson(plan.flows)
+    out["needs"] = _records(plan.needs)
+    out["stock"] = _records(plan.stock)
+    out["allocation"] = _records(plan.allocation)
+    out["stops"] = _records(plan.stops)
+    out["undelivered"] = _records(plan.undelivered)
+    out["unreachable"] = _records(plan.unreachable)
+    out["dispatch"] = {
+        vehicle: _records(sheet) for vehicle, sheet in relief.dispatch_sheets(plan).items()
+    }
+    if run.changes is not None:
+        out["changes"] = _jsonable(dict(run.changes.summary))
+        out["shelters_changed"] = _records(run.changes.shelters)
+        out["newly_unreachable"] = _records(run.changes.newly_unreachable)
+        out["tours_changed"] = _records(run.changes.tours)
+    out["priority_rule"] = {"zh": relief.PRIORITY_RULE_ZH, "en": relief.PRIORITY_RULE}
+    out["provenance"] = _jsonable(plan.provenance)
+    out["scenario"] = bool(run.scenario)
+    return out
+
+
+def _status(request: Request, job: Any) -> JobStatus:
+    links = [Link(href=str(request.url_for("job", job_id=job.id)), rel="self",
+                  type="application/json")]  # fmt: skip
+    if job.status == "succeeded":
+        links.append(
+            Link(href=str(request.url_for("job_result", job_id=job.id)), rel="result", type=GEOJSON)
+        )
+    return JobStatus(
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        progress=round(job.progress, 3),
+        message=job.message,
+        created=job.created,
+        finished=job.finished,
+        error=job.error,
+        links=links,
+    )
+
+
+@router.post(
+    "/analysis/relief",
+    status_code=202,
+    response_model=JobStatus,
+    responses={**PROBLEM_RESPONSES, 413: {"model": ProblemDetail}, 422: {"model": ProblemDetail}},
+    summary="救灾物资调运 / relief-material allocation and vehicle tours (job)",
+    description=(
+        "Needs per shelter and item (sheltered persons x the relief norms x `days`), an exact "
+        "allocation from each depot's stock above its reserve (least tonne-minutes on the drive "
+        "network; shortages shared aged 60+ first, then equal shares step by step), and vehicle "
+        "tours from each depot with its fleet (PyVRP: capacities in tonnes and m³, shift length, "
+        "several stops and trips, split deliveries), every road closed by `closed_roads`, "
+        "`hazards` or `demo_flood` avoided. Returns 202 and a job; the result is the tours as "
+        "GeoJSON with `summary`, `shelters`, `depots`, `flows`, `needs`, `allocation`, `stops`, "
+        "`dispatch` (one zh-CN sheet per vehicle), `undelivered`, `unreachable` and, under "
+        "barriers, `changes`."
+    ),
+)
+def relief_job(body: ReliefRequest, request: Request, state: State, _: Viewer) -> JSONResponse:
+    _prevalidate(state, body)
+    job = state.jobs.submit("relief", lambda p: _run_relief(state, body, p))
+    status = _status(request, job)
+    return JSONResponse(
+        status.model_dump(exclude_none=True),
+        status_code=202,
+        headers={"Location": str(request.url_for("job", job_id=job.id))},
+    )

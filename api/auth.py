@@ -15,6 +15,7 @@ Each worker process counts on its own.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -35,6 +36,8 @@ from geo_minzheng.settings import ROLES, ApiKey, Settings, api_key_id, verify_ap
 log = logging.getLogger("geo_minzheng.api")
 
 API_KEY_HEADER = "X-API-Key"
+#: Longest a rate-limited request is held before its 429, seconds.
+_TARPIT_S = 0.25
 _header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="API 密钥 / API key")
 
 
@@ -186,7 +189,9 @@ def require(role: str, *, anonymous_ok: bool = True):  # noqa: ANN201 - a FastAP
     With ``anonymous_ok`` a viewer needs no key unless settings.require_key_for_read is set.
     """
 
-    def dependency(
+    # async: a wrong or rate-limited key is answered on the event loop, never taking one of the
+    # worker threads that the (sync) routes of honest clients run in
+    async def dependency(
         request: Request, key: Annotated[str | None, Depends(_header)] = None
     ) -> Principal:
         if not key:
@@ -204,6 +209,9 @@ def require(role: str, *, anonymous_ok: bool = True):  # noqa: ANN201 - a FastAP
                 f"{ring.limiter.max_failures} in {ring.limiter.window_s:g} s); "
                 f"try again in {retry} s"
             )
+            # hold the answer (no thread held): a client hammering wrong keys is slowed to about
+            # four requests a second instead of crowding out the readers
+            await asyncio.sleep(min(wait_s, _TARPIT_S))
             raise ApiProblem(429, msg, headers={"Retry-After": str(retry)})
         principal = ring.identify(key)
         if principal is None:

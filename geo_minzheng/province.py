@@ -921,6 +921,11 @@ class PartitionResult:
     seconds: float
     worker: str
     attempt: int
+    #: Each point's WGS84 position (the interior point of a polygon), population and aged 60+
+    lon: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    lat: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    population: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    aged_60_plus: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def kinds(self) -> list[str]:
@@ -945,6 +950,10 @@ class PartitionResult:
             "ids": _str_array(self.ids),
             "far_id": _str_array(self.demand_too_far["id"]),
             "far_m": self.demand_too_far["distance_m"].to_numpy(dtype=float),
+            "lon": self.lon,
+            "lat": self.lat,
+            "population": self.population,
+            "aged_60_plus": self.aged_60_plus,
         }
         for i, kind in enumerate(self.kinds):
             near = self.nearest[kind]
@@ -996,6 +1005,10 @@ class PartitionResult:
                 float(meta["seconds"]),
                 str(meta["worker"]),
                 int(meta["attempt"]),
+                z["lon"],
+                z["lat"],
+                z["population"],
+                z["aged_60_plus"],
             )
 
 
@@ -1030,6 +1043,7 @@ def run_partition(
     kinds = [*result.kinds, *result.provenance.get("combined", {})]
     out = result.demand
     far = result.not_snapped[result.not_snapped["layer"] == "demand"]
+    inner = shapely.point_on_surface(np.asarray(out.geometry.values))
     return PartitionResult(
         code,
         unit,
@@ -1043,6 +1057,10 @@ def run_partition(
         time.perf_counter() - started,
         _worker_name(),
         attempt,
+        shapely.get_x(inner),
+        shapely.get_y(inner),
+        pd.to_numeric(demand["population"]).to_numpy(dtype=float),
+        pd.to_numeric(demand["aged_60_plus"]).to_numpy(dtype=float),
     )
 
 
@@ -1140,8 +1158,11 @@ class RunStore(Protocol):
 
     where: str
 
-    def begin(self, run_id: str, parameters: dict[str, Any], source: str) -> None:
-        """Start or resume ``run_id``; ValueError when it exists with other parameters."""
+    def begin(
+        self, run_id: str, parameters: dict[str, Any], source: str, *, points: bool = True
+    ) -> None:
+        """Start or resume ``run_id`` (ValueError when it exists with other parameters or
+        another source); ``points``: also store every demand point's results."""
         ...
 
     def cities(self) -> dict[str, CitySummary]: ...
@@ -1207,9 +1228,14 @@ class _SqlRunStore:
         ]
 
     run_id = ""
+    #: Also write every demand point with its results, partition by partition
+    points = True
 
-    def begin(self, run_id: str, parameters: dict[str, Any], source: str) -> None:
+    def begin(
+        self, run_id: str, parameters: dict[str, Any], source: str, *, points: bool = True
+    ) -> None:
         self.run_id = check_run_id(run_id)
+        self.points = points
         text = json.dumps(parameters, sort_keys=True)
         with self._db() as db:
             for sql in self._tables():
@@ -1260,8 +1286,15 @@ class _SqlRunStore:
             ).fetchall()
         return {(str(c), str(u)) for c, u in rows}
 
+    def _put_points(self, db: Any, result: PartitionResult) -> None:  # pragma: no cover
+        raise NotImplementedError
+
     def put_partition(self, result: PartitionResult) -> None:
+        """The partition's results and, with ``points``, its demand points, in one transaction
+        (a partition is either saved whole or not at all)."""
         with self._db() as db:
+            if self.points and len(result.rows):
+                self._put_points(db, result)
             db.execute(
                 self._q("INSERT INTO gm_partitions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                 (
@@ -1352,6 +1385,46 @@ class GpkgRunStore(_SqlRunStore):
         finally:
             conn.close()
 
+    def _put_points(self, db: sqlite3.Connection, result: PartitionResult) -> None:
+        """Append the partition's demand points to ``coverage_points`` (a GeoPackage point layer
+        made here, without a spatial index: GDAL's index triggers need its SQL functions)."""
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS coverage_points (fid INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "geom POINT, city TEXT, id TEXT, unit TEXT, population REAL, aged_60_plus REAL)"
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier, srs_id) "
+            "VALUES ('coverage_points', 'features', 'coverage_points', 4326)"
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO gpkg_geometry_columns VALUES "
+            "('coverage_points', 'geom', 'POINT', 4326, 0, 0)"
+        )
+        have = {r[1] for r in db.execute("PRAGMA table_info(coverage_points)")}
+        columns = ["geom", "city", "id", "unit", "population", "aged_60_plus"]
+        for kind in result.kinds:
+            for name, sql_type in ((f"nearest_{kind}", "TEXT"), (f"time_min_{kind}", "REAL")):
+                if name not in have:
+                    db.execute(f'ALTER TABLE coverage_points ADD COLUMN "{name}" {sql_type}')
+                columns.append(name)
+        n = len(result.rows)
+        values: list[Sequence[Any]] = [
+            _point_blobs(result.lon, result.lat),
+            [result.city] * n,
+            result.ids.tolist(),
+            [result.unit] * n,
+            result.population.tolist(),
+            result.aged_60_plus.tolist(),
+        ]
+        for kind in result.kinds:
+            values.append(result.nearest[kind].tolist())
+            values.append(result.times_min[kind].tolist())
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        marks = ", ".join("?" * len(columns))
+        db.executemany(
+            f"INSERT INTO coverage_points ({quoted}) VALUES ({marks})", zip(*values, strict=True)
+        )
+
     def put_results(self, run: ProvinceRun, units: gpd.GeoDataFrame | None) -> None:
         info = pd.DataFrame(
             {
@@ -1373,8 +1446,6 @@ class GpkgRunStore(_SqlRunStore):
             pyogrio.write_dataframe(
                 run.unit_layer(units), self.path, layer="unit_coverage", driver="GPKG"
             )
-        if run.points is not None:
-            pyogrio.write_dataframe(run.points, self.path, layer="coverage_points", driver="GPKG")
 
 
 class PostgisRunStore(_SqlRunStore):
@@ -1400,52 +1471,71 @@ class PostgisRunStore(_SqlRunStore):
         with psycopg.connect(self.url) as conn:
             yield conn
 
+    def _put_points(self, db: Any, result: PartitionResult) -> None:
+        """Append the partition's demand points to the run's table ``province_<run_id>``."""
+        from psycopg import sql
+
+        name = sql.Identifier(f"province_{self.run_id}")
+        db.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (city text, id text, unit text, population "
+                "double precision, aged_60_plus double precision, geom geometry(Point, 4326))"
+            ).format(name)
+        )
+        db.execute(
+            sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                name, sql.Literal(json.dumps({"run_id": self.run_id} | self.parameters))
+            )
+        )
+        columns = ["city", "id", "unit", "population", "aged_60_plus"]
+        for kind in result.kinds:
+            db.execute(
+                sql.SQL(
+                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} text, "
+                    "ADD COLUMN IF NOT EXISTS {} double precision"
+                ).format(
+                    name, sql.Identifier(f"nearest_{kind}"), sql.Identifier(f"time_min_{kind}")
+                )
+            )
+            columns += [f"nearest_{kind}", f"time_min_{kind}"]
+        wkb = shapely.to_wkb(
+            shapely.set_srid(shapely.points(result.lon, result.lat), 4326),
+            hex=True,
+            include_srid=True,
+        )
+        n = len(result.rows)
+        values: list[Sequence[Any]] = [
+            [result.city] * n,
+            result.ids.tolist(),
+            [result.unit] * n,
+            result.population.tolist(),
+            result.aged_60_plus.tolist(),
+        ]
+        for kind in result.kinds:
+            values += [result.nearest[kind].tolist(), result.times_min[kind].tolist()]
+        copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            name, sql.SQL(", ").join(sql.Identifier(c) for c in [*columns, "geom"])
+        )
+        with db.cursor().copy(copy) as cp:
+            for row in zip(*values, wkb, strict=True):
+                cp.write_row([_pg_value(v) for v in row])
+
+    parameters: dict[str, Any] = {}
+
+    def begin(
+        self, run_id: str, parameters: dict[str, Any], source: str, *, points: bool = True
+    ) -> None:
+        self.parameters = dict(parameters)
+        super().begin(run_id, parameters, source, points=points)
+
     def put_results(self, run: ProvinceRun, units: gpd.GeoDataFrame | None) -> None:
         from psycopg import sql
 
         del units
-        name = f"province_{self.run_id}"
-        points = run.points
-        kinds = run.kinds
+        table = f"province_{self.run_id}_table"
+        cols = ["city", "kind", "unit", "unit_name", "level", "break_min", *_COUNTS]
+        cols += ["share_population", "share_aged_60_plus"]
         with self._db() as db:
-            db.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
-            columns: list[sql.Composable] = [sql.SQL("city text, id text, unit text")]
-            for kind in kinds:
-                columns.append(
-                    sql.SQL("{} text, {} double precision").format(
-                        sql.Identifier(f"nearest_{kind}"), sql.Identifier(f"time_min_{kind}")
-                    )
-                )
-            columns.append(sql.SQL("geom geometry(Point, 4326)"))
-            db.execute(
-                sql.SQL("CREATE TABLE {} ({})").format(
-                    sql.Identifier(name), sql.SQL(", ").join(columns)
-                )
-            )
-            db.execute(
-                sql.SQL("COMMENT ON TABLE {} IS {}").format(
-                    sql.Identifier(name),
-                    sql.Literal(json.dumps({"run_id": run.run_id} | run.params.as_dict())),
-                )
-            )
-            if points is not None and len(points):
-                names = ["city", "id", "unit"]
-                for kind in kinds:
-                    names += [f"nearest_{kind}", f"time_min_{kind}"]
-                wkb = shapely.to_wkb(
-                    shapely.set_srid(np.asarray(points.geometry.values), 4326),
-                    hex=True,
-                    include_srid=True,
-                )
-                copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                    sql.Identifier(name),
-                    sql.SQL(", ").join(sql.Identifier(c) for c in [*names, "geom"]),
-                )
-                values = [points[c].to_numpy(dtype=object) for c in names]
-                with db.cursor().copy(copy) as cp:
-                    for i in range(len(points)):
-                        cp.write_row([_pg_value(v[i]) for v in values] + [wkb[i]])
-            table = f"{name}_table"
             db.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
             db.execute(
                 sql.SQL(
@@ -1456,13 +1546,41 @@ class PostgisRunStore(_SqlRunStore):
                     "precision)"
                 ).format(sql.Identifier(table))
             )
-            cols = ["city", "kind", "unit", "unit_name", "level", "break_min", *_COUNTS]
-            cols += ["share_population", "share_aged_60_plus"]
+            if not len(run.table):
+                return
             with db.cursor().copy(
                 sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(table))
             ) as cp:
                 for row in run.table[cols].itertuples(index=False):
                     cp.write_row([_pg_value(v) for v in row])
+
+
+#: A GeoPackage point blob: header (magic, version, flags: little endian without envelope,
+#: srs_id) and the little-endian WKB point, 29 bytes.
+_GPKG_POINT = np.dtype(
+    [
+        ("magic", "S2"),
+        ("version", "u1"),
+        ("flags", "u1"),
+        ("srs", "<i4"),
+        ("order", "u1"),
+        ("type", "<u4"),
+        ("x", "<f8"),
+        ("y", "<f8"),
+    ]
+)
+
+
+def _point_blobs(lon: np.ndarray, lat: np.ndarray) -> list[bytes | None]:
+    """GeoPackage geometry blobs of WGS84 points (None where a coordinate is missing)."""
+    blobs = np.zeros(len(lon), dtype=_GPKG_POINT)
+    blobs["magic"], blobs["flags"], blobs["srs"] = b"GP", 0b0000_0001, 4326
+    blobs["order"], blobs["type"] = 1, 1
+    blobs["x"], blobs["y"] = lon, lat
+    raw = blobs.tobytes()
+    size = _GPKG_POINT.itemsize
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    return [raw[i * size : (i + 1) * size] if ok[i] else None for i in range(len(lon))]
 
 
 def _pg_value(value: Any) -> Any:
@@ -1526,7 +1644,6 @@ class ProvinceRun:
     seconds: float = 0.0
     store: str = ""
     complete: bool = True
-    points: gpd.GeoDataFrame | None = None
     #: Partitions (``city/unit``, ``city/network`` for a city whose network failed) not done.
     missing: list[str] = field(default_factory=list)
     #: Seconds of each phase: cluster (start), compute, cluster_close, stitch, save.
@@ -1695,7 +1812,8 @@ def run_province(
     before_partition
         Called on the worker before each partition with (city, unit, attempt).
     points
-        Also write every demand point with its results to the store (``coverage_points``).
+        Also store every demand point with its results (``coverage_points``, or the run's
+        PostGIS table), partition by partition as they finish.
 
     Returns
     -------
@@ -1713,7 +1831,7 @@ def run_province(
         else out
     )
     cities = province.cities()
-    store.begin(run_id, p.as_dict(), str(province.path))
+    store.begin(run_id, p.as_dict(), str(province.path), points=points)
     progress(0.01, _TEXT["start"])
     timings: dict[str, float] = {}
     mark = time.perf_counter()
@@ -1741,8 +1859,6 @@ def run_province(
     run = coordinator.stitch(cities, started)
     run.worker_peak_mb = peak
     run.dashboard = link
-    if points:
-        run.points = _points(province, run)
     lap("stitch")
     progress(0.96, _TEXT["save"])
     units = province.units()
@@ -1971,34 +2087,6 @@ class _Coordinator:
 
 def _positions(ids: np.ndarray, wanted: pd.Series) -> np.ndarray:
     return pd.Index(ids).get_indexer(wanted.astype(object))
-
-
-def _points(province: ProvinceFile, run: ProvinceRun) -> gpd.GeoDataFrame:
-    """Every demand point (WGS84) with its city, partition and per-kind results."""
-    frames = []
-    for city in run.cities:
-        results = run.city_demand(city.code)
-        if not len(results):
-            continue
-        demand = pyogrio.read_dataframe(
-            province.path,
-            layer=layer_name(city.code, "demand"),
-            columns=["population", "aged_60_plus"],
-        )
-        geoms = np.asarray(demand.to_crs(4326).geometry.values)
-        geoms = shapely.point_on_surface(geoms)
-        frame = results.rename(columns={"partition": "unit"}).assign(
-            city=city.code,
-            population=demand["population"].to_numpy(),
-            aged_60_plus=demand["aged_60_plus"].to_numpy(),
-        )
-        frames.append(gpd.GeoDataFrame(frame, geometry=geoms, crs=4326))
-    if not frames:
-        return gpd.GeoDataFrame({"city": [], "id": [], "unit": []}, geometry=[], crs=4326)
-    out = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=4326)
-    per_kind = [c for c in out.columns if c.startswith(("nearest_", "time_min_"))]
-    cols = ["city", "id", "unit", "population", "aged_60_plus", *per_kind]
-    return out[[*cols, "geometry"]]
 
 
 def check_complete(run: ProvinceRun) -> ProvinceRun:

@@ -9,12 +9,9 @@ route each (docs/workflows.md).
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal, overload
 
 import geopandas as gpd
-import numpy as np
-import pandas as pd
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -22,16 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api.auth import Viewer
 from api.errors import ApiProblem
 from api.jobs import Progress
-from api.models import PROBLEM_RESPONSES, JobStatus, Link, ProblemDetail
+from api.models import PROBLEM_RESPONSES, JobStatus, ProblemDetail
+from api.responses import GEOJSON, geojson, job_status, jsonable, records, submit
 from api.state import AppState, State
 from geo_minzheng import params, workflows
 from geo_minzheng._errors import UnreachableError
 from geo_minzheng.kinds import ELDERCARE_CATEGORIES
-from geo_minzheng.store import VERSION_COLUMN
 
 router = APIRouter(tags=["分析 / analysis"])
 
-GEOJSON = "application/geo+json"
 #: Every parameter's default, rule and unit come from geo_minzheng.params (one definition).
 _BREAKS_FIELD = Field(
     default=list(params.DEFAULT_BREAKS_MIN),
@@ -227,19 +223,6 @@ class ShelterRequest(NetworkOptions):
 # ------------------------------------------------------------------------------------------------
 
 
-def _frame_geojson(gdf: gpd.GeoDataFrame) -> dict[str, Any]:
-    """A GeoDataFrame as a WGS84 GeoJSON FeatureCollection with JSON-safe values."""
-    data = gdf.to_crs(4326) if gdf.crs is not None and gdf.crs.to_epsg() != 4326 else gdf
-    data = data.drop(columns=[c for c in data.columns if c == VERSION_COLUMN])
-    for column in data.columns:
-        if column == data.geometry.name:
-            continue
-        values = data[column]
-        if pd.api.types.is_float_dtype(values):
-            data = data.assign(**{column: values.where(np.isfinite(values), None).astype(object)})
-    return data.__geo_interface__ | {"type": "FeatureCollection"}
-
-
 @overload
 def _inline(
     state: AppState, fc: GeoJSONFeatureCollection, *, name: str, kind: str | None, ids: bool = True
@@ -318,7 +301,7 @@ def isochrone(body: IsochroneRequest, state: State, _: Viewer) -> JSONResponse:
     areas = areas.assign(break_min=[params.s_to_minutes(b) for b in areas["break"]])
     areas = areas.drop(columns=["break", "facility_id"])
     areas = areas.sort_values("break_min", ascending=False).reset_index(drop=True)
-    body_out = _frame_geojson(areas)
+    body_out = geojson(areas)
     body_out["properties"] = {
         "lon": body.lon,
         "lat": body.lat,
@@ -348,15 +331,15 @@ def _run_coverage(state: AppState, body: CoverageRequest, progress: Progress) ->
         progress=progress,
     )
     result = run.result
-    out = _frame_geojson(result.demand)
-    out["summary"] = _records(result.table)
-    out["gaps"] = _frame_geojson(result.gaps)
-    out["not_snapped"] = _records(result.not_snapped)
+    out = geojson(result.demand)
+    out["summary"] = records(result.table)
+    out["gaps"] = geojson(result.gaps)
+    out["not_snapped"] = records(result.not_snapped)
     if run.compliance is not None:
-        out["compliance"] = _records(run.compliance)
+        out["compliance"] = records(run.compliance)
     if run.sites is not None:
-        out["sites"] = _frame_geojson(run.sites.sites)
-    out["provenance"] = _jsonable(result.provenance)
+        out["sites"] = geojson(run.sites.sites)
+    out["provenance"] = jsonable(result.provenance)
     return out
 
 
@@ -376,10 +359,10 @@ def _run_siting(state: AppState, body: SitingRequest, progress: Progress) -> dic
         progress=progress,
     )
     progress(0.9, "整理结果 / writing the result")
-    out = _frame_geojson(result.sites)
-    out["summary"] = _records(result.summary)
+    out = geojson(result.sites)
+    out["summary"] = records(result.summary)
     out["objective"] = float(result.objective)
-    out["provenance"] = _jsonable(result.provenance)
+    out["provenance"] = jsonable(result.provenance)
     return out
 
 
@@ -397,66 +380,19 @@ def _run_shelters(state: AppState, body: ShelterRequest, progress: Progress) -> 
         progress=progress,
     )
     result = run.result
-    out = _frame_geojson(result.shelters.reset_index())
-    out["summary"] = _jsonable(result.summary)
-    out["demand"] = _frame_geojson(result.demand)
-    out["responsibility_areas"] = _frame_geojson(run.areas)
-    out["unsheltered"] = _frame_geojson(result.unsheltered)
-    out["checks"] = _records(run.checks.units)
-    out["overloaded"] = _records(run.checks.overloaded)
+    out = geojson(result.shelters.reset_index())
+    out["summary"] = jsonable(result.summary)
+    out["demand"] = geojson(result.demand)
+    out["responsibility_areas"] = geojson(run.areas)
+    out["unsheltered"] = geojson(result.unsheltered)
+    out["checks"] = records(run.checks.units)
+    out["overloaded"] = records(run.checks.overloaded)
     if run.comparison is not None:
-        out["changes"] = _jsonable(dict(run.comparison.summary))
-        out["moved"] = _records(run.comparison.moved)
-        out["shelters_changed"] = _records(run.comparison.shelters.reset_index())
-    out["provenance"] = _jsonable(result.provenance)
+        out["changes"] = jsonable(dict(run.comparison.summary))
+        out["moved"] = records(run.comparison.moved)
+        out["shelters_changed"] = records(run.comparison.shelters.reset_index())
+    out["provenance"] = jsonable(result.provenance)
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [_jsonable(r) for r in frame.to_dict(orient="records")]
-
-
-def _job_status(request: Request, job: Any) -> JobStatus:
-    """The job's status; links without titles."""
-    links = [Link(href=str(request.url_for("job", job_id=job.id)), rel="self",
-                  type="application/json")]  # fmt: skip
-    if job.status == "succeeded":
-        links.append(
-            Link(href=str(request.url_for("job_result", job_id=job.id)), rel="result", type=GEOJSON)
-        )
-    return JobStatus(
-        id=job.id,
-        kind=job.kind,
-        status=job.status,
-        progress=round(job.progress, 3),
-        message=job.message,
-        created=job.created,
-        finished=job.finished,
-        error=job.error,
-        links=links,
-    )
-
-
-def _submit(request: Request, state: AppState, kind: str, task: Any) -> JSONResponse:
-    job = state.jobs.submit(kind, task)
-    status = _job_status(request, job)
-    return JSONResponse(
-        status.model_dump(exclude_none=True),
-        status_code=202,
-        headers={"Location": str(request.url_for("job", job_id=job.id))},
-    )
 
 
 def _prevalidate(state: AppState, body: CoverageRequest | SitingRequest | ShelterRequest) -> None:
@@ -500,7 +436,7 @@ def _prevalidate(state: AppState, body: CoverageRequest | SitingRequest | Shelte
 )
 def coverage_job(body: CoverageRequest, request: Request, state: State, _: Viewer) -> JSONResponse:
     _prevalidate(state, body)
-    return _submit(request, state, "coverage", lambda p: _run_coverage(state, body, p))
+    return submit(request, state, "coverage", lambda p: _run_coverage(state, body, p))
 
 
 @router.post(
@@ -519,7 +455,7 @@ def siting_job(body: SitingRequest, request: Request, state: State, _: Viewer) -
     _prevalidate(state, body)
     if body.candidates is None and body.candidates_layer is None:
         raise ApiProblem(422, "give candidate sites: 'candidates' (GeoJSON) or 'candidates_layer'")
-    return _submit(request, state, "siting", lambda p: _run_siting(state, body, p))
+    return submit(request, state, "siting", lambda p: _run_siting(state, body, p))
 
 
 @router.post(
@@ -542,7 +478,7 @@ def siting_job(body: SitingRequest, request: Request, state: State, _: Viewer) -
 )
 def shelters_job(body: ShelterRequest, request: Request, state: State, _: Viewer) -> JSONResponse:
     _prevalidate(state, body)
-    return _submit(request, state, "shelters", lambda p: _run_shelters(state, body, p))
+    return submit(request, state, "shelters", lambda p: _run_shelters(state, body, p))
 
 
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="任务编号 / job ID")]
@@ -557,7 +493,7 @@ JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="任务编号
     description="Status and progress (0–1) of an analysis job; a `result` link once it succeeded.",
 )
 def job(job_id: JobId, request: Request, state: State, _: Viewer) -> JobStatus:
-    return _job_status(request, state.jobs.get(job_id))
+    return job_status(request, state.jobs.get(job_id))
 
 
 @router.get(

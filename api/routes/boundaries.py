@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import ANONYMOUS, Editor, Viewer
 from api.errors import ApiProblem
 from api.jobs import Progress
-from api.models import PROBLEM_RESPONSES, WRITE_RESPONSES, JobStatus, Link, ProblemDetail
+from api.models import PROBLEM_RESPONSES, WRITE_RESPONSES, JobStatus, ProblemDetail
+from api.responses import geojson, jsonable, records, submit
 from api.routes.analysis import GeoJSONFeatureCollection, NetworkOptions
 from api.state import AppState, State
 from geo_minzheng import boundaries, params, workflows
@@ -40,7 +41,6 @@ from geo_minzheng.store.base import InspectionRecord
 
 router = APIRouter(tags=["行政区域界线 / boundaries"])
 
-GEOJSON = "application/geo+json"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 #: A photo in a JSON body: base64 of at most params.MAX_PHOTO_BYTES bytes.
 _PHOTO_B64_CHARS = 4 * math.ceil(params.MAX_PHOTO_BYTES / 3) + 4
@@ -221,55 +221,24 @@ def _run(state: AppState, body: BoundaryRequest, progress: Progress) -> dict[str
 def run_json(run: workflows.BoundaryRun) -> dict[str, Any]:
     """A boundary run as JSON: the lines as the GeoJSON body, with the rest alongside."""
     result = run.result
-    out = _geojson(result.lines)
-    out["outer"] = _geojson(result.outer)
-    out["faults"] = _geojson(result.faults)
-    out["markers"] = _geojson(result.markers)
-    out["responsibility"] = _records(boundaries.responsibility_table(result))
-    out["summary"] = _jsonable(result.summary())
+    out = geojson(result.lines)
+    out["outer"] = geojson(result.outer)
+    out["faults"] = geojson(result.faults)
+    out["markers"] = geojson(result.markers)
+    out["responsibility"] = records(boundaries.responsibility_table(result))
+    out["summary"] = jsonable(result.summary())
     if run.route is not None:
         out["route"] = {
             "line_id": run.route.line_id,
             "distance_m": round(run.route.distance_m, 1),
             "time_s": None if run.route.time_s is None else round(run.route.time_s, 1),
             "solver": run.route.solver,
-            "stops": _geojson(run.route.stops),
-            "legs": _geojson(run.route.legs),
-            "not_reached": _records(run.route.not_reached),
+            "stops": geojson(run.route.stops),
+            "legs": geojson(run.route.legs),
+            "not_reached": records(run.route.not_reached),
         }
-    out["provenance"] = _jsonable(result.provenance)
+    out["provenance"] = jsonable(result.provenance)
     return out
-
-
-def _geojson(gdf: gpd.GeoDataFrame) -> dict[str, Any]:
-    data = gdf.to_crs(4326) if gdf.crs is not None and gdf.crs.to_epsg() != 4326 else gdf
-    frame = pd.DataFrame(data.drop(columns=data.geometry.name))
-    features = []
-    for props, geom in zip(frame.to_dict(orient="records"), data.geometry, strict=True):
-        features.append(
-            {
-                "type": "Feature",
-                "properties": {k: _jsonable(v) for k, v in props.items()},
-                "geometry": None if geom is None else geom.__geo_interface__,
-            }
-        )
-    return {"type": "FeatureCollection", "features": features}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item"):
-        value = value.item()
-    if value is None or value is pd.NA or (isinstance(value, float) and not math.isfinite(value)):
-        return None
-    return value if isinstance(value, (str, int, float, bool)) else str(value)
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [_jsonable(r) for r in frame.to_dict(orient="records")]
 
 
 @router.post(
@@ -302,39 +271,13 @@ def boundaries_job(
     if markers is not None:  # a register with markers off every line is refused at once
         layers = state.workflow_layers()
         workflows.run_boundaries(layers, None, _without_route(p), gdf_markers=markers)
-    job = state.jobs.submit("boundaries", lambda progress: _run(state, body, progress))
-    status = _status(request, job)
-    return JSONResponse(
-        status.model_dump(exclude_none=True),
-        status_code=202,
-        headers={"Location": str(request.url_for("job", job_id=job.id))},
-    )
+    return submit(request, state, "boundaries", lambda progress: _run(state, body, progress))
 
 
 def _without_route(p: workflows.BoundaryParams) -> workflows.BoundaryParams:
     import dataclasses
 
     return dataclasses.replace(p, route_line=None)
-
-
-def _status(request: Request, job: Any) -> JobStatus:
-    links = [
-        Link(href=str(request.url_for("job", job_id=job.id)), rel="self", type="application/json")
-    ]
-    if job.status == "succeeded":
-        href = str(request.url_for("job_result", job_id=job.id))
-        links.append(Link(href=href, rel="result", type=GEOJSON))
-    return JobStatus(
-        id=job.id,
-        kind=job.kind,
-        status=job.status,
-        progress=round(job.progress, 3),
-        message=job.message,
-        created=job.created,
-        finished=job.finished,
-        error=job.error,
-        links=links,
-    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ and, under closed roads or hazards, what they changed. Defaults and rules come f
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import geopandas as gpd
@@ -21,15 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import Viewer
 from api.errors import ApiProblem
 from api.jobs import Progress
-from api.models import PROBLEM_RESPONSES, JobStatus, Link, ProblemDetail
+from api.models import PROBLEM_RESPONSES, JobStatus, ProblemDetail
+from api.responses import geojson, jsonable, records, submit
 from api.state import AppState, State
 from geo_minzheng import params, workflows
 from geo_minzheng._errors import UnknownIdError
 from geo_minzheng.kinds import RELIEF_ITEMS
 
 router = APIRouter(tags=["分析 / analysis"])
-
-GEOJSON = "application/geo+json"
 
 
 class FeatureCollection(BaseModel):
@@ -118,40 +116,6 @@ class ReliefRequest(BaseModel):
         )
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return value if isinstance(value, str | int | float | bool | type(None)) else str(value)
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [_jsonable(r) for r in frame.to_dict(orient="records")]
-
-
-def _geojson(gdf: gpd.GeoDataFrame) -> dict[str, Any]:
-    data = gdf.to_crs(4326) if gdf.crs is not None and gdf.crs.to_epsg() != 4326 else gdf
-    data = data[data.geometry.notna()]
-    features = []
-    props = data.drop(columns=data.geometry.name)
-    for (_, row), geom in zip(props.iterrows(), data.geometry.to_numpy(), strict=True):
-        features.append(
-            {
-                "type": "Feature",
-                "properties": _jsonable(row.to_dict()),
-                "geometry": geom.__geo_interface__,
-            }
-        )
-    return {"type": "FeatureCollection", "features": features}
-
-
 def _inline(state: AppState, fc: FeatureCollection | None, name: str) -> gpd.GeoDataFrame | None:
     """Inline GeoJSON as a WGS84 frame (422 when it is not valid GeoJSON, 413 when too big)."""
     if fc is None:
@@ -237,49 +201,29 @@ def _run_relief(state: AppState, body: ReliefRequest, progress: Progress) -> dic
         progress=progress,
     )
     plan = run.plan
-    out = _geojson(plan.tours)
-    out["summary"] = _jsonable(plan.summary)
-    out["shelters"] = _geojson(plan.shelters.reset_index())
-    out["depots"] = _geojson(plan.depots.reset_index())
-    out["flows"] = _geojson(plan.flows)
-    out["needs"] = _records(plan.needs)
-    out["stock"] = _records(plan.stock)
-    out["allocation"] = _records(plan.allocation)
-    out["stops"] = _records(plan.stops)
-    out["undelivered"] = _records(plan.undelivered)
-    out["unreachable"] = _records(plan.unreachable)
+    out = geojson(plan.tours)
+    out["summary"] = jsonable(plan.summary)
+    out["shelters"] = geojson(plan.shelters.reset_index())
+    out["depots"] = geojson(plan.depots.reset_index())
+    out["flows"] = geojson(plan.flows)
+    out["needs"] = records(plan.needs)
+    out["stock"] = records(plan.stock)
+    out["allocation"] = records(plan.allocation)
+    out["stops"] = records(plan.stops)
+    out["undelivered"] = records(plan.undelivered)
+    out["unreachable"] = records(plan.unreachable)
     out["dispatch"] = {
-        vehicle: _records(sheet) for vehicle, sheet in relief.dispatch_sheets(plan).items()
+        vehicle: records(sheet) for vehicle, sheet in relief.dispatch_sheets(plan).items()
     }
     if run.changes is not None:
-        out["changes"] = _jsonable(dict(run.changes.summary))
-        out["shelters_changed"] = _records(run.changes.shelters)
-        out["newly_unreachable"] = _records(run.changes.newly_unreachable)
-        out["tours_changed"] = _records(run.changes.tours)
+        out["changes"] = jsonable(dict(run.changes.summary))
+        out["shelters_changed"] = records(run.changes.shelters)
+        out["newly_unreachable"] = records(run.changes.newly_unreachable)
+        out["tours_changed"] = records(run.changes.tours)
     out["priority_rule"] = {"zh": relief.PRIORITY_RULE_ZH, "en": relief.PRIORITY_RULE}
-    out["provenance"] = _jsonable(plan.provenance)
+    out["provenance"] = jsonable(plan.provenance)
     out["scenario"] = bool(run.scenario)
     return out
-
-
-def _status(request: Request, job: Any) -> JobStatus:
-    links = [Link(href=str(request.url_for("job", job_id=job.id)), rel="self",
-                  type="application/json")]  # fmt: skip
-    if job.status == "succeeded":
-        links.append(
-            Link(href=str(request.url_for("job_result", job_id=job.id)), rel="result", type=GEOJSON)
-        )
-    return JobStatus(
-        id=job.id,
-        kind=job.kind,
-        status=job.status,
-        progress=round(job.progress, 3),
-        message=job.message,
-        created=job.created,
-        finished=job.finished,
-        error=job.error,
-        links=links,
-    )
 
 
 @router.post(
@@ -302,10 +246,4 @@ def _status(request: Request, job: Any) -> JobStatus:
 )
 def relief_job(body: ReliefRequest, request: Request, state: State, _: Viewer) -> JSONResponse:
     _prevalidate(state, body)
-    job = state.jobs.submit("relief", lambda p: _run_relief(state, body, p))
-    status = _status(request, job)
-    return JSONResponse(
-        status.model_dump(exclude_none=True),
-        status_code=202,
-        headers={"Location": str(request.url_for("job", job_id=job.id))},
-    )
+    return submit(request, state, "relief", lambda p: _run_relief(state, body, p))

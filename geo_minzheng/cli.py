@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from geo_minzheng import demo, params, workflows
 from geo_minzheng._errors import (
@@ -511,6 +511,36 @@ def _coverage_params(args: argparse.Namespace) -> workflows.CoverageParams:
     )
 
 
+def _run_analysis(
+    args: argparse.Namespace,
+    lang: str,
+    analysis: str,
+    *,
+    core: Sequence[str],
+    extra: Sequence[demo.DemoStep] = (),
+    map_steps: Sequence[demo.DemoStep] = (),
+    **state: Any,
+) -> int:
+    """Run one analysis verb: the named core steps of the demo (``extra`` steps before the
+    summary, then ``map_steps``) into ``--out``, announcing it and listing every output."""
+    steps = [step for step in demo.DEMO_STEPS if step.name in (*core, "summary")]
+    steps[-1:-1] = extra
+    out = Path(args.out)
+    _out(_msg(f"{analysis}_start", lang, out=out.resolve()))
+    done = demo.run_demo(
+        out,
+        lang=lang,
+        catalog_path=args.catalog,
+        steps=demo.with_steps(map_steps, steps),
+        progress=_out,
+        **state,
+    )
+    _out(_msg(f"{analysis}_done", lang, seconds=done.timings_s["total"]))
+    for name, path in done.outputs.items():
+        _out(_msg("output", lang, name=name, path=Path(path).resolve()))
+    return EXIT_OK
+
+
 def cmd_coverage(args: argparse.Namespace, lang: str) -> int:
     """Run the coverage workflow on the catalog's layers and print where the outputs are.
 
@@ -525,24 +555,15 @@ def cmd_coverage(args: argparse.Namespace, lang: str) -> int:
     except ValueError as exc:
         _err(_msg("bad_option", lang, error=exc))
         return EXIT_USAGE
-    names = ("layers", "validate", "network", "coverage", "summary")
-    core = [step for step in demo.DEMO_STEPS if step.name in names]
-    steps = demo.with_steps(_map_steps(lang, ["coverage_map"]), core)
-    out = Path(args.out)
-    _out(_msg("coverage_start", lang, out=out.resolve()))
-    state = demo.run_demo(
-        out,
-        lang=lang,
-        catalog_path=args.catalog,
-        steps=steps,
-        progress=_out,
+    return _run_analysis(
+        args,
+        lang,
+        "coverage",
+        core=("layers", "validate", "network", "coverage"),
+        map_steps=_map_steps(lang, ["coverage_map"]),
         network=network_params,
         coverage=coverage_params,
     )
-    _out(_msg("coverage_done", lang, seconds=state.timings_s["total"]))
-    for name, path in state.outputs.items():
-        _out(_msg("output", lang, name=name, path=Path(path).resolve()))
-    return EXIT_OK
 
 
 def cmd_coverage_province(args: argparse.Namespace, lang: str) -> int:
@@ -638,28 +659,18 @@ def cmd_shelters(args: argparse.Namespace, lang: str) -> int:
         region=args.region,
     )
     hazards, closed = _read_optional(args.hazards), _read_optional(args.closed_roads)
-    names = ("layers", "validate", "network", "shelters", "summary")
-    steps = demo.with_steps(
-        _map_steps(lang, ["shelters_map"]), [s for s in demo.DEMO_STEPS if s.name in names]
-    )
-    out = Path(args.out)
-    _out(_msg("shelters_start", lang, out=out.resolve()))
-    state = demo.run_demo(
-        out,
-        lang=lang,
-        catalog_path=args.catalog,
-        steps=steps,
-        progress=_out,
+    return _run_analysis(
+        args,
+        lang,
+        "shelters",
+        core=("layers", "validate", "network", "shelters"),
+        map_steps=_map_steps(lang, ["shelters_map"]),
         network=_network_params(args),
         shelters=shelter_params,
         hazards=hazards,
         closed_roads=closed,
         demo_flood=args.demo_flood,
     )
-    _out(_msg("shelters_done", lang, seconds=state.timings_s["total"]))
-    for name, path in state.outputs.items():
-        _out(_msg("output", lang, name=name, path=Path(path).resolve()))
-    return EXIT_OK
 
 
 def _boundary_params(args: argparse.Namespace) -> workflows.BoundaryParams:
@@ -699,11 +710,9 @@ def cmd_boundaries(args: argparse.Namespace, lang: str) -> int:
     markers = _read_optional(args.markers)
     if markers is not None:
         markers.attrs["layer"] = Path(args.markers).name
-    names: tuple[str, ...] = ("layers", "validate", "summary")
-    if boundary_params.route_line is not None:
-        names = ("layers", "validate", "network", "summary")
-    core = [s for s in demo.DEMO_STEPS if s.name in names]
-    core.insert(len(core) - 1, demo.boundaries_step(boundary_params, gdf_markers=markers))
+    core = (
+        ("layers", "validate", "network") if boundary_params.route_line else ("layers", "validate")
+    )
     maps: list[demo.DemoStep] = []
     try:
         from maps import demo_steps
@@ -711,20 +720,15 @@ def cmd_boundaries(args: argparse.Namespace, lang: str) -> int:
         maps = [demo_steps.boundaries_map_step(pdf=not args.no_pdf, paper=args.paper)]
     except ImportError as exc:
         _err(_msg("no_maps", lang, error=exc))
-    out = Path(args.out)
-    _out(_msg("boundaries_start", lang, out=out.resolve()))
-    state = demo.run_demo(
-        out,
-        lang=lang,
-        catalog_path=args.catalog,
-        steps=demo.with_steps(maps, core),
-        progress=_out,
+    return _run_analysis(
+        args,
+        lang,
+        "boundaries",
+        core=core,
+        extra=[demo.boundaries_step(boundary_params, gdf_markers=markers)],
+        map_steps=maps,
         network=network_params,
     )
-    _out(_msg("boundaries_done", lang, seconds=state.timings_s["total"]))
-    for name, path in state.outputs.items():
-        _out(_msg("output", lang, name=name, path=Path(path).resolve()))
-    return EXIT_OK
 
 
 def cmd_relief(args: argparse.Namespace, lang: str) -> int:
@@ -748,27 +752,18 @@ def cmd_relief(args: argparse.Namespace, lang: str) -> int:
         _err(_msg("bad_option", lang, error=exc))
         return EXIT_USAGE
     hazards, closed = _read_optional(args.hazards), _read_optional(args.closed_roads)
-    names = ("layers", "validate", "network", "shelters", "summary")
-    core = [s for s in demo.DEMO_STEPS if s.name in names]
-    core.insert(len(core) - 1, demo.relief_step(relief_params))
-    steps = demo.with_steps(_map_steps(lang, ["relief_map"]), core)
-    out = Path(args.out)
-    _out(_msg("relief_start", lang, out=out.resolve()))
-    state = demo.run_demo(
-        out,
-        lang=lang,
-        catalog_path=args.catalog,
-        steps=steps,
-        progress=_out,
+    return _run_analysis(
+        args,
+        lang,
+        "relief",
+        core=("layers", "validate", "network", "shelters"),
+        extra=[demo.relief_step(relief_params)],
+        map_steps=_map_steps(lang, ["relief_map"]),
         network=network_params,
         hazards=hazards,
         closed_roads=closed,
         demo_flood=args.demo_flood,
     )
-    _out(_msg("relief_done", lang, seconds=state.timings_s["total"]))
-    for name, path in state.outputs.items():
-        _out(_msg("output", lang, name=name, path=Path(path).resolve()))
-    return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace, lang: str) -> int:

@@ -14,7 +14,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -464,6 +464,21 @@ def _revision(state: AppState) -> int:
     return state.store.revision()
 
 
+def _cached_page(
+    state: AppState,
+    name: str,
+    lang: str | None,
+    basemap: str | None,
+    build: Callable[[AppState, str, list[str], Any], str],
+    option: Any,
+) -> HTMLResponse:
+    """The page ``build`` makes for (lang, base maps, option), reused until the store changes."""
+    lang_ = _lang(state, lang)
+    chosen = _basemaps(state, basemap)
+    key = (name, lang_, tuple(chosen), option, _revision(state))
+    return HTMLResponse(_cache(state).get(key, lambda: build(state, lang_, chosen, option)))
+
+
 @router.get(
     "/maps/layers",
     response_class=HTMLResponse,
@@ -494,11 +509,7 @@ def coverage_map_page(
     basemap: Basemap = None,
     kind: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_]+$")] = None,
 ) -> HTMLResponse:
-    lang_ = _lang(state, lang)
-    chosen = _basemaps(state, basemap)
-    key = ("coverage", lang_, tuple(chosen), kind, _revision(state))
-    page = _cache(state).get(key, lambda: _coverage_page(state, lang_, chosen, kind))
-    return HTMLResponse(page)
+    return _cached_page(state, "coverage", lang, basemap, _coverage_page, kind)
 
 
 @router.get(
@@ -517,11 +528,7 @@ def shelters_map_page(
     basemap: Basemap = None,
     flood: Annotated[bool, Query(description="演示洪水情景 / demo flood")] = False,
 ) -> HTMLResponse:
-    lang_ = _lang(state, lang)
-    chosen = _basemaps(state, basemap)
-    key = ("shelters", lang_, tuple(chosen), flood, _revision(state))
-    page = _cache(state).get(key, lambda: _shelters_page(state, lang_, chosen, flood))
-    return HTMLResponse(page)
+    return _cached_page(state, "shelters", lang, basemap, _shelters_page, flood)
 
 
 @router.get(
@@ -540,11 +547,7 @@ def relief_map_page(
     basemap: Basemap = None,
     flood: Annotated[bool, Query(description="演示洪水情景 / demo flood")] = False,
 ) -> HTMLResponse:
-    lang_ = _lang(state, lang)
-    chosen = _basemaps(state, basemap)
-    key = ("relief", lang_, tuple(chosen), flood, _revision(state))
-    page = _cache(state).get(key, lambda: _relief_page(state, lang_, chosen, flood))
-    return HTMLResponse(page)
+    return _cached_page(state, "relief", lang, basemap, _relief_page, flood)
 
 
 @router.get(

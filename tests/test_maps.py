@@ -372,8 +372,15 @@ def test_vendored_files_are_listed_with_licences() -> None:
         assert asset.path in readme
     assert "leaflet@1.9.3" in readme and "BSD-2-Clause" in readme
     assert "jquery@3.7.1" in readme and "MIT" in readme
-    size = sum(p.stat().st_size for p in assets.vendored_files())
-    assert size < 300_000
+    # what a map page inlines stays small; the API documentation's assets (Swagger UI, ReDoc)
+    # are served only by the API, never inlined into a map
+    docs = {"swagger-ui", "redoc"}
+    files = assets.vendored_files()
+    in_maps = [p for p in files if not docs & set(p.relative_to(assets.VENDOR_DIR).parts)]
+    assert sum(p.stat().st_size for p in in_maps) < 300_000
+    for name in docs:
+        assert name in readme
+    assert sum(p.stat().st_size for p in files) < 4_000_000
 
 
 # ------------------------------------------------------------------------------- browser

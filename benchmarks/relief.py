@@ -15,7 +15,7 @@ Prints, in this order::
   flow (``relief.allocate_from_cost_matrix``, including building the networks); the baseline is
   networkx ``min_cost_flow`` on a DiGraph built from the same arrays (graph building included,
   as a user of networkx would have to). Objectives must be equal.
-* Tours: the 21 CVRPLIB set A instances kept in tests/data/cvrplib (Augerat et al. 1995; the
+* Tours: the 27 CVRPLIB set A instances kept in tests/data/cvrplib (Augerat et al. 1995; the
   optimum is in each file's comment), distances rounded as CVRPLIB does (EUC_2D, nint); gap =
   (cost - optimum) / optimum. ``--compare`` also runs OR-Tools routing (guided local search) and
   VROOM (pyvroom, exploration level 5) on the same matrices with the same time limit and prints

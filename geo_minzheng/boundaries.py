@@ -18,7 +18,8 @@ boundary markers (界桩), joint inspections (联合检查) and inspection route
   state, and each line's last joint inspection and next due date.
 * :func:`check_inspection`: an inspection record checked before it is stored (append-only, in
   the store); :func:`inspection_route` orders a line's markers along the road network with
-  OR-Tools' routing solver (:func:`visiting_order`, the cost-matrix entry point).
+  the PyVRP solver the relief analysis uses (:func:`geo_minzheng.routing.visiting_order`, the
+  cost-matrix entry point, re-exported here).
 
 Metric work happens in the working CRS (CGCS2000 3-degree Gauss-Krüger, :mod:`geo_minzheng.crs`);
 frames returned are WGS84.
@@ -43,8 +44,9 @@ from pyproj import CRS
 
 from geo_minzheng import crs as gm_crs
 from geo_minzheng import params
-from geo_minzheng._errors import LayerValidationError, Problem, SolverError, UnreachableError
-from geo_minzheng.kinds import ADMIN_LEVELS, DEMO_SCENARIO_LABEL, MARKER_STATUS
+from geo_minzheng._errors import LayerValidationError, Problem, UnreachableError
+from geo_minzheng.kinds import ADMIN_LEVELS, DEMO_SCENARIO_LABEL, MARKER_STATUS, MARKER_TYPE
+from geo_minzheng.routing import SOLVER_NAME, visiting_order
 
 if TYPE_CHECKING:
     from geo_minzheng.engine import Engine
@@ -715,6 +717,10 @@ class BoundaryResult:
                 str(k): int(v)
                 for k, v in markers.get("latest_status", pd.Series()).value_counts().items()
             },
+            "markers_by_type": {
+                str(k): int(v)
+                for k, v in markers.get("marker_type", pd.Series()).value_counts().items()
+            },
             "markers_off_line": int((markers.get("check", pd.Series()) != "ok").sum()),
             "lines_due": int(self.lines["due"].sum()),
             "inspections": int(len(self.inspections)),
@@ -1138,8 +1144,8 @@ def inspections_frame(records: pd.DataFrame | Iterable[Any] | None) -> pd.DataFr
     return frame.sort_values(["inspected_on", "seq"], ascending=False).reset_index(drop=True)
 
 
-_MARKER_COLUMNS = ["line_id", "line_name", "distance_m", "nearest_line", "nearest_m", "check",
-                   "latest_status", "latest_on", "moved_m"]  # fmt: skip
+_MARKER_COLUMNS = ["marker_type", "line_id", "line_name", "distance_m", "nearest_line",
+                   "nearest_m", "check", "latest_status", "latest_on", "moved_m"]  # fmt: skip
 
 
 def _markers(
@@ -1158,6 +1164,9 @@ def _markers(
         raise LayerValidationError(layer, [problem])
     m = gdf_markers.to_crs(work).copy()
     m["id"] = m["id"].astype(str)
+    # the optional 界桩类型 as its code (single/double/triple); a zh/en label is accepted too
+    raw_type = m["marker_type"] if "marker_type" in m.columns else [None] * len(m)
+    m["marker_type"] = [_lookup(MARKER_TYPE, _text(t)) if _text(t) else None for t in raw_type]
     pair = [
         sorted((normalize_code(a), normalize_code(b)))
         for a, b in zip(m["unit_a"], m["unit_b"], strict=True)
@@ -1236,6 +1245,15 @@ def _line_status(
         out[f"markers_{status}"] = [
             int(counts.at[i, status]) if i in counts.index and status in counts.columns else 0
             for i in ids
+        ]
+    typed = (
+        markers.groupby(["line_id", "marker_type"]).size().unstack(fill_value=0)
+        if len(markers) and "marker_type" in markers.columns
+        else pd.DataFrame()
+    )
+    for kind in MARKER_TYPE:  # counts by 界桩类型; markers without a type count in none
+        out[f"markers_{kind}"] = [
+            int(typed.at[i, kind]) if i in typed.index and kind in typed.columns else 0 for i in ids
         ]
     joint = records[records["kind"] == "joint"] if len(records) else records
     last_joint = joint.groupby("line_id")["inspected_on"].max().to_dict() if len(joint) else {}
@@ -1512,64 +1530,8 @@ def _moved_m(
 
 
 # --------------------------------------------------------------------------------------------
-# Inspection routes: OR-Tools routing over the road network
+# Inspection routes: the shared PyVRP solver (geo_minzheng.routing) over the road network
 # --------------------------------------------------------------------------------------------
-
-
-def visiting_order(
-    cost: np.ndarray,
-    *,
-    start: int = 0,
-    return_to_start: bool = False,
-    time_limit_s: float | None = None,
-) -> list[int]:
-    """The order visiting every point once from ``start`` at least total cost (a TSP path).
-
-    The cost-matrix entry point: ``cost[i, j]`` (any unit, ``inf`` where there is no path) from
-    point i to j. Solved by OR-Tools' routing solver (path-cheapest-arc start, guided local
-    search within ``time_limit_s``, default 50 ms + 10 ms per point, at most 2 s). An open path
-    ends wherever is cheapest (a dummy end node at zero cost); ``return_to_start`` closes the
-    tour. Returns point positions, ``start`` first (not repeated at the end).
-    """
-    from ortools.constraint_solver import pywrapcp, routing_enums_pb2
-
-    c = np.asarray(cost, dtype=float)
-    n = len(c)
-    if c.shape != (n, n):
-        msg = f"cost must be a square matrix, got shape {c.shape}"
-        raise ValueError(msg)
-    if n <= 2:
-        return [start, *[i for i in range(n) if i != start]]
-    finite = c[np.isfinite(c)]
-    big = (float(finite.max()) if finite.size else 1.0) * n * 10.0 + 1.0
-    scale = 1e6 / big  # integer costs up to ~1e6: far from int64 overflow, fine enough
-    matrix = np.round(np.where(np.isfinite(c), c, big) * scale).astype(np.int64)
-    np.fill_diagonal(matrix, 0)
-    if return_to_start:
-        manager = pywrapcp.RoutingIndexManager(n, 1, start)
-    else:
-        matrix = np.pad(matrix, ((0, 1), (0, 1)))  # dummy end: free to reach, never left
-        manager = pywrapcp.RoutingIndexManager(n + 1, 1, [start], [n])
-    routing = pywrapcp.RoutingModel(manager)
-    # the matrix is handed to the solver whole: no Python callback per arc evaluation
-    routing.SetArcCostEvaluatorOfAllVehicles(routing.RegisterTransitMatrix(matrix.tolist()))
-    search = pywrapcp.DefaultRoutingSearchParameters()
-    search.first_solution_strategy = routing_enums_pb2.FirstSolutionStrategy.PATH_CHEAPEST_ARC
-    search.local_search_metaheuristic = (
-        routing_enums_pb2.LocalSearchMetaheuristic.GUIDED_LOCAL_SEARCH
-    )
-    limit = time_limit_s if time_limit_s is not None else min(2.0, 0.05 + 0.01 * n)
-    search.time_limit.FromMilliseconds(max(1, int(limit * 1000)))
-    solution = routing.SolveWithParameters(search)
-    if solution is None:
-        msg = f"OR-Tools found no visiting order for {n} points (status {routing.status()})"
-        raise SolverError(msg)
-    order = []
-    index = routing.Start(0)
-    while not routing.IsEnd(index):
-        order.append(manager.IndexToNode(index))
-        index = solution.Value(routing.NextVar(index))
-    return order
 
 
 @dataclass(frozen=True)
@@ -1587,7 +1549,7 @@ class InspectionRoute:
     distance_m: float
     time_s: float | None
     not_reached: pd.DataFrame
-    solver: str = "OR-Tools routing (guided local search)"
+    solver: str = SOLVER_NAME
 
 
 def inspection_route(
@@ -1717,6 +1679,9 @@ _TABLE_COLUMNS = {
     "markers_damaged": ("损坏", "Damaged"),
     "markers_missing": ("丢失", "Missing"),
     "markers_moved": ("移位", "Moved"),
+    "markers_single": ("单立界桩", "Single markers"),
+    "markers_double": ("双立界桩", "Double markers"),
+    "markers_triple": ("三立界桩", "Triple markers"),
     "last_joint_inspection": ("最近联合检查", "Last joint inspection"),
     "next_due": ("下次检查到期", "Next due"),
     "due": ("是否到期", "Due"),
@@ -1742,6 +1707,7 @@ def responsibility_table(result: BoundaryResult, *, lang: str = "zh") -> pd.Data
             "length_km": (lines["length_m"] / 1000.0).round(3),
             "markers": lines["markers"],
             **{f"markers_{s}": lines[f"markers_{s}"] for s in MARKER_STATUS},
+            **{f"markers_{k}": lines[f"markers_{k}"] for k in MARKER_TYPE},
             "last_joint_inspection": lines["last_joint_inspection"],
             "next_due": lines["next_due"],
             "due": [
@@ -1813,6 +1779,14 @@ def summary_markdown(summary: Mapping[str, Any] | None, *, lang: str = "zh") -> 
             if k in MARKER_STATUS
         )
         lines.append(f"- {t('界桩最新状态', 'Latest marker states')}: {shown}")
+    by_type = summary.get("markers_by_type") or {}
+    if by_type:
+        shown = "，".join(
+            f"{MARKER_TYPE[k][0 if lang == 'zh' else 1]} {v}"
+            for k, v in by_type.items()
+            if k in MARKER_TYPE
+        )
+        lines.append(f"- {t('界桩类型', 'Marker types')}: {shown}")
     faults = summary.get("faults") or {}
     if faults:
         shown = "，".join(

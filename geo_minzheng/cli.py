@@ -222,6 +222,10 @@ _MESSAGES = {
         f"最长班次（小时，默认 {params.DEFAULT_SHIFT_H:g}）",
         f"Longest shift, hours (default {params.DEFAULT_SHIFT_H:g})",
     ),
+    "speed_kmh": (
+        f"车辆最高车速（公里/小时，默认 {params.DEFAULT_FLEET_SPEED_KMH:g}，限制路网车速）",
+        f"Vehicles' top speed, km/h (default {params.DEFAULT_FLEET_SPEED_KMH:g}; caps road speeds)",
+    ),
     "occupancy": (
         "用避难场所登记的在住人数字段（如 occupancy_persons）代替责任区计算",
         "Take sheltered persons from this registry column (e.g. occupancy_persons)",
@@ -438,6 +442,9 @@ def build_parser(lang: str = "zh") -> argparse.ArgumentParser:
         help=h("capacity_m3"),
     )
     rel.add_argument("--shift-h", type=float, default=params.DEFAULT_SHIFT_H, help=h("shift_h"))
+    rel.add_argument(
+        "--speed-kmh", type=float, default=params.DEFAULT_FLEET_SPEED_KMH, help=h("speed_kmh")
+    )
     rel.add_argument("--occupancy-field", default=None, help=h("occupancy"))
     rel.add_argument("--depart-at", default=None, help=h("depart_at"))
     rel.set_defaults(func=cmd_relief)
@@ -744,6 +751,7 @@ def cmd_relief(args: argparse.Namespace, lang: str) -> int:
             vehicle_capacity_t=args.capacity_t,
             vehicle_capacity_m3=args.capacity_m3,
             shift_h=args.shift_h,
+            speed_kmh=args.speed_kmh,
             occupancy_field=args.occupancy_field,
             depart_at=args.depart_at,
         )

@@ -492,11 +492,20 @@ def road_km_per_unit(engine: Engine, gdf_units: gpd.GeoDataFrame) -> tuple[np.nd
     to_engine = gm_crs.point_transform(CRS.from_user_input(gdf_units.crs).srs, engine.crs.srs)
     polys = shapely.transform(polys, lambda xy: np.column_stack(to_engine(xy[:, 0], xy[:, 1])))
     segments = engine.arrays.segment_geometry
-    middle = shapely.line_interpolate_point(segments, 0.5, normalized=True)
+    # the midpoints and their index are kept with the engine: every coverage run on it (each
+    # partition of a province run, each API request) asks again
+    middle_tree = engine.derived.entry(
+        ("coverage.segment_midpoints",), lambda: _midpoint_tree(segments)
+    )
     # the polygons are the query side: GEOS prepares them once each
-    unit, seg = shapely.STRtree(middle).query(polys, predicate="contains")
+    unit, seg = middle_tree.query(polys, predicate="contains")
     km = np.bincount(unit, weights=shapely.length(segments[seg]), minlength=len(polys)) / 1e3
     return km, shapely.area(polys) / 1e6
+
+
+def _midpoint_tree(segments: np.ndarray) -> shapely.STRtree:
+    """GEOS index of the street segments' midpoints (positions as in ``segments``)."""
+    return shapely.STRtree(shapely.line_interpolate_point(segments, 0.5, normalized=True))
 
 
 def analyze(

@@ -155,6 +155,14 @@ MARKER_STATUS = {
     "moved": ("移位", "Moved"),
 }
 
+#: Boundary marker types (GB/T 17796-2009 行政区域界线测绘规范: 单立 one marker on the line,
+#: 同号双立 a pair on both sides of it, 同号三立 three where three units meet).
+MARKER_TYPE = {
+    "single": ("单立", "Single"),
+    "double": ("双立", "Double (pair)"),
+    "triple": ("三立", "Triple"),
+}
+
 KINDS: dict[str, LayerKind] = {
     "eldercare_center": LayerKind(
         "eldercare_center",
@@ -319,6 +327,7 @@ KINDS: dict[str, LayerKind] = {
             FieldSpec("unit_a", "str", "相邻区划甲", "Unit A (code)", required=True),
             FieldSpec("unit_b", "str", "相邻区划乙", "Unit B (code)", required=True),
             FieldSpec("status", "str", "状态", "Status", required=True, choices=MARKER_STATUS),
+            FieldSpec("marker_type", "str", "界桩类型", "Marker type", choices=MARKER_TYPE),
             FieldSpec("installed_year", "int", "埋设年份", "Year installed", minimum=1949),
             FieldSpec("last_inspected", "date", "最近检查日期", "Last inspected"),
             _SOURCE,

@@ -289,6 +289,12 @@ DEFAULT_VEHICLE_CAPACITY_M3 = 30.0
 DEFAULT_SHIFT_H = 8.0
 MAX_SHIFT_H = 24.0
 MINUTES_PER_HOUR = 60.0
+#: A relief vehicle's top speed, km/h: the legal maximum for every motor vehicle but small
+#: passenger cars on a Chinese expressway (道路交通安全法实施条例 2004, Art. 78: 其他机动车不得超过
+#: 每小时100公里). It caps the drive network's car speeds per road; set a fleet's own (a loaded
+#: truck on damaged roads is far slower).
+DEFAULT_FLEET_SPEED_KMH = 100.0
+MAX_FLEET_SPEED_KMH = 120.0
 #: Unloading time at a shelter per tonne, minutes (an assumption for hand unloading by a crew).
 DEFAULT_UNLOAD_MIN_PER_T = 10.0
 MAX_UNLOAD_MIN_PER_T = 240.0
@@ -353,6 +359,11 @@ def check_capacity_t(value: float, *, name: str = "vehicle_capacity_t") -> float
 def check_capacity_m3(value: float, *, name: str = "vehicle_capacity_m3") -> float:
     """A vehicle's load space in m³, in (0, 200]; zero capacity is refused."""
     return _check_range(value, 0.0, 200.0, name, "cubic metres")
+
+
+def check_fleet_speed_kmh(value: float, *, name: str = "speed_kmh") -> float:
+    """A vehicle's top speed in km/h, in (0, MAX_FLEET_SPEED_KMH]."""
+    return _check_range(value, 0.0, MAX_FLEET_SPEED_KMH, name, "km/h")
 
 
 def check_shift_h(value: float, *, name: str = "shift_h") -> float:

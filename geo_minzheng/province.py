@@ -209,20 +209,29 @@ class ProvinceFile:
 
     def cities(self) -> list[City]:
         """The cities, in file order."""
-        if not self.path.is_file():
-            msg = f"province file not found: {self.path}"
-            raise FileNotFoundError(msg)
-        if CITIES_TABLE not in set(pyogrio.list_layers(self.path)[:, 0]):
+        if CITIES_TABLE not in self.layer_names():
             msg = (
                 f"{self.path.name} is not a province file: it has no '{CITIES_TABLE}' table "
                 "(write one with province.write_province or build_test_province)"
             )
             raise ValueError(msg)
-        table = pyogrio.read_dataframe(self.path, layer=CITIES_TABLE, read_geometry=False)
-        return [
-            City(str(r.code), str(r.name), str(r.roads_source), bool(r.scenario))
-            for r in table.itertuples()
-        ]
+        with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as db:
+            rows = db.execute(
+                f'SELECT code, name, roads_source, scenario FROM "{CITIES_TABLE}" ORDER BY fid'
+            ).fetchall()
+        return [City(str(c), str(n), str(r or ""), bool(sc)) for c, n, r, sc in rows]
+
+    def layer_names(self) -> set[str]:
+        """The file's layers (read from its gpkg_contents: GDAL's listing opens every layer)."""
+        if not self.path.is_file():
+            msg = f"province file not found: {self.path}"
+            raise FileNotFoundError(msg)
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as db:
+                return {r[0] for r in db.execute("SELECT table_name FROM gpkg_contents")}
+        except sqlite3.DatabaseError:
+            msg = f"{self.path.name} is not a GeoPackage (a province file is one)"
+            raise ValueError(msg) from None
 
     def city(self, code: str) -> City:
         for c in self.cities():
@@ -246,7 +255,7 @@ class ProvinceFile:
 
     def city_layers(self, code: str) -> workflows.FrameLayers:
         """The city's layers as the workflows read them (those the file holds)."""
-        present = set(pyogrio.list_layers(self.path)[:, 0])
+        present = self.layer_names()
         return workflows.FrameLayers(
             {
                 layer: self.read(code, layer)
@@ -257,11 +266,23 @@ class ProvinceFile:
 
     def units(self) -> gpd.GeoDataFrame:
         """Every city's admin units (WGS84) with a ``city`` column: the partitions' polygons."""
-        frames = []
-        for c in self.cities():
-            units = self.read(c.code, "units")
-            frames.append(units.assign(city=c.code, city_name=c.name))
-        return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=4326)
+        from geo_minzheng.store import gpkg_wkb
+
+        # one SQLite read of every city's small unit table (GDAL opens a many-layer file slowly)
+        rows: list[tuple[Any, ...]] = []
+        with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as db:
+            for c in self.cities():
+                table = layer_name(c.code, "units")
+                found = db.execute(
+                    f'SELECT adcode, name, level, geom FROM "{table}" ORDER BY fid'
+                ).fetchall()
+                rows += [(c.code, c.name, *r) for r in found]
+        geoms = shapely.from_wkb([gpkg_wkb(r[5]) for r in rows]) if rows else []
+        frame = pd.DataFrame(
+            [r[:5] for r in rows], columns=["city", "city_name", "adcode", "name", "level"]
+        )
+        frame["adcode"] = frame["adcode"].astype(str)
+        return gpd.GeoDataFrame(frame, geometry=np.asarray(geoms, dtype=object), crs=4326)
 
 
 def write_province(
@@ -1724,7 +1745,6 @@ def dask_client(scheduler: str | None = None, *, n_workers: int | None = None) -
     """A client of the scheduler at ``scheduler``, else of a local cluster with ``n_workers``
     worker processes (default one per CPU), one thread each, each watched by a nanny that
     restarts it when it dies. The dashboard runs when bokeh is installed."""
-    import importlib.util
     import logging
 
     from dask.distributed import Client, LocalCluster
@@ -1734,9 +1754,10 @@ def dask_client(scheduler: str | None = None, *, n_workers: int | None = None) -
             yield client
         return
     workers = n_workers or os.cpu_count() or 1
-    dashboard = None
-    if importlib.util.find_spec("bokeh") is not None:
-        # a free port of our own: distributed warns when its default 8787 is taken
+    # a free port of our own (":0"): distributed warns when its default 8787 is taken; without
+    # bokeh the server has no dashboard pages, and no link is shown (_dashboard)
+    dashboard = ":0"
+    if _has_bokeh():
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             dashboard = f"127.0.0.1:{sock.getsockname()[1]}"
@@ -1753,7 +1774,16 @@ def dask_client(scheduler: str | None = None, *, n_workers: int | None = None) -
         yield client
 
 
-def _dashboard(client: Client) -> str | None:
+def _has_bokeh() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
+def _dashboard(client: Client, *, local: bool) -> str | None:
+    """The dashboard's link; None for a local cluster without bokeh (no dashboard pages)."""
+    if local and not _has_bokeh():
+        return None
     with contextlib.suppress(Exception):
         info = client.scheduler_info()
         if info.get("services", {}).get("dashboard"):
@@ -1843,9 +1873,10 @@ def run_province(
         mark = now
 
     with contextlib.ExitStack() as stack:
+        local = client is None and not scheduler
         if client is None:
             client = stack.enter_context(dask_client(scheduler, n_workers=n_workers))
-        link = _dashboard(client)
+        link = _dashboard(client, local=local)
         progress(0.02, _TEXT["dashboard"].format(link=link) if link else _TEXT["no_dashboard"])
         lap("cluster")
         coordinator = _Coordinator(client, province, p, store, run_id, progress, before_partition)
@@ -1926,14 +1957,25 @@ class _Coordinator:
                 for u in summary.partitions:
                     if (code, u) not in self.done:
                         self._submit_partition(code, u, 0)
+                self._release_if_done(code)
             else:
                 result = fut.result()
                 self.store.put_partition(result)
                 self.results[(code, unit)] = result
                 self.done.add((code, unit))
+                self._release_if_done(code)
             fut.release()
             self._report()
         self.plans.clear()
+
+    def _release_if_done(self, code: str) -> None:
+        """Drop a city's plan once all its partitions are done: the worker frees its network
+        (a worker holding every plan of a province would grow, and slow its collector)."""
+        summary = self.summaries.get(code)
+        if summary is not None and all((code, u) in self.done for u in summary.partitions):
+            plan = self.plans.pop(code, None)
+            if plan is not None:
+                plan.release()
 
     def _submit_city(self, code: str, attempt: int) -> None:
         key = f"gm-plan-{self.run_id}-{self.nonce}-{code}-{attempt}"

@@ -17,7 +17,8 @@ Which depot sends how much of which item to which shelter, on which vehicle, by 
   larger than any trip).
 * :func:`tours_from_cost_matrix`: vehicle tours from each depot over a travel-time matrix with
   PyVRP (hybrid genetic search with local search, compiled): capacities in kilograms and litres
-  of load space, a shift length, several stops per trip and several trips per shift (the vehicle
+  of load space, a shift length, a top speed per fleet (each road at the lower of its car speed
+  and the vehicle's), several stops per trip and several trips per shift (the vehicle
   reloads at its depot), split deliveries (a shelter's load is cut into pieces that each fit the
   smallest vehicle, and several vehicles may carry them). Measured against OR-Tools routing and
   VROOM on the CVRPLIB set A instances (``benchmarks/relief.py``, docs/relief.md), PyVRP was the
@@ -777,10 +778,12 @@ def _solve_network(net: Mapping[str, np.ndarray]) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Fleet:
-    """The vehicles of one depot: how many, what each carries, how long a shift lasts.
+    """The vehicles of one depot: how many, what each carries, how fast, how long a shift lasts.
 
     ``capacity_kg`` and ``capacity_m3`` must both be > 0; every vehicle of a fleet is alike
-    (give a depot several fleets for mixed vehicles).
+    (give a depot several fleets for mixed vehicles). ``speed_kmh`` is the vehicle's top speed:
+    on every road it drives at the lower of the road's speed and its own, so a slow fleet's
+    tours, shifts and arrival times are longer than the network's car times.
     """
 
     count: int = params.DEFAULT_VEHICLES_PER_DEPOT
@@ -788,10 +791,11 @@ class Fleet:
     capacity_m3: float = params.DEFAULT_VEHICLE_CAPACITY_M3
     shift_min: float = params.DEFAULT_SHIFT_H * params.MINUTES_PER_HOUR
     name: str = ""
+    speed_kmh: float = params.DEFAULT_FLEET_SPEED_KMH
 
     def check(self, where: str) -> Fleet:
         """This fleet, or CapacityError naming ``where`` and the bad field."""
-        for name in ("capacity_kg", "capacity_m3", "shift_min"):
+        for name in ("capacity_kg", "capacity_m3", "shift_min", "speed_kmh"):
             value = float(getattr(self, name))
             if not (math.isfinite(value) and value > 0):
                 msg = f"{where}: {name} must be > 0, got {value:g}"
@@ -860,7 +864,8 @@ def tours_from_cost_matrix(
     ----------
     cost
         ``[n_locations, n_locations]`` whole-number cost of each leg (what is minimised; e.g.
-        seconds, or CVRPLIB's rounded distances).
+        seconds, or CVRPLIB's rounded distances), or ``[n_types, n_locations, n_locations]``:
+        one matrix per vehicle type (vehicles of different speeds).
     demand
         ``[n_clients]`` or ``[n_clients, n_dims]`` whole-number load of each client.
     capacity
@@ -868,7 +873,8 @@ def tours_from_cost_matrix(
     vehicles
         Vehicles of each type.
     duration
-        ``[n_locations, n_locations]`` travel time of each leg (default: ``cost``), for shifts.
+        ``[n_locations, n_locations]`` (or one per type, as ``cost``) travel time of each leg
+        (default: ``cost``), for shifts.
     service_s
         ``[n_clients]`` time spent at each client (default 0).
     shift_s
@@ -886,10 +892,12 @@ def tours_from_cost_matrix(
     from pyvrp import Model
     from pyvrp.stop import MaxIterations, MaxRuntime, MultipleCriteria
 
-    c = np.asarray(cost, dtype=float)
-    if c.ndim != 2 or c.shape[0] != c.shape[1]:
-        msg = f"cost must be a square matrix, got shape {c.shape}"
+    c3 = np.asarray(cost, dtype=float)
+    c3 = c3[None] if c3.ndim == 2 else c3
+    if c3.ndim != 3 or c3.shape[1] != c3.shape[2]:
+        msg = f"cost must be a square matrix (or one per vehicle type), got shape {c3.shape}"
         raise ValueError(msg)
+    c = c3[0]
     dem = np.asarray(demand, dtype=float)
     dem = dem[:, None] if dem.ndim == 1 else dem
     n_c, n_dims = dem.shape
@@ -900,6 +908,9 @@ def tours_from_cost_matrix(
     dem_i = _counts(dem, "demand", (n_c, n_dims))
     cap = np.asarray(capacity, dtype=float)
     cap = np.broadcast_to(cap, (n_dims,))[None, :] if cap.ndim <= 1 else cap
+    n_listed = len(np.atleast_1d(np.asarray(vehicles)))
+    if cap.shape[0] == 1 and n_listed > 1:  # one capacity for every type listed in vehicles
+        cap = np.repeat(cap, n_listed, axis=0)
     n_t = cap.shape[0]
     cap_i = _counts(cap, "capacity", (n_t, n_dims))
     if (cap_i <= 0).any():
@@ -907,7 +918,15 @@ def tours_from_cost_matrix(
         msg = f"vehicle type {t}: capacity must be > 0 in every dimension, got {cap_i[t].tolist()}"
         raise CapacityError(msg)
     count = np.broadcast_to(np.asarray(vehicles, dtype=np.int64), (n_t,))
-    dur = c if duration is None else np.asarray(duration, dtype=float)
+    d3 = c3 if duration is None else np.asarray(duration, dtype=float)
+    d3 = d3[None] if d3.ndim == 2 else d3
+    for name, mat in (("cost", c3), ("duration", d3)):
+        if mat.shape[0] not in (1, n_t) or mat.shape[1:] != c.shape:
+            msg = f"{name} must be one matrix or one per vehicle type ({n_t}), got {mat.shape}"
+            raise ValueError(msg)
+    # one PyVRP profile per distinct matrix pair (types with their own speed)
+    n_prof = max(c3.shape[0], d3.shape[0])
+    prof_of = np.arange(n_t) if n_prof > 1 else np.zeros(n_t, np.int64)
     svc = np.zeros(n_c) if service_s is None else np.asarray(service_s, dtype=float)
     shift = (
         np.full(n_t, np.inf)
@@ -916,8 +935,8 @@ def tours_from_cost_matrix(
     )
     cdep = np.zeros(n_c, np.int64) if client_depot is None else np.asarray(client_depot, np.int64)
     tdep = np.zeros(n_t, np.int64) if type_depot is None else np.asarray(type_depot, np.int64)
-    finite = np.isfinite(c)
-    big = int(np.nanmax(np.where(finite, c, 0), initial=0)) + 1
+    finite = np.isfinite(c3)
+    big = int(np.nanmax(np.where(finite, c3, 0), initial=0)) + 1
     routes: list[tuple[int, int, tuple[tuple[int, ...], ...]]] = []
     arrivals: list[tuple[tuple[float, ...], ...]] = []
     starts: list[tuple[float, ...]] = []
@@ -947,6 +966,8 @@ def tours_from_cost_matrix(
         locations = [m.add_location(0.0, 0.0) for _ in where]
         depot = m.add_depot(locations[0])
         prize = big * 4 * (len(clients) + 2)
+        used = sorted({int(prof_of[tt]) for tt in types})
+        profiles = {p: m.add_profile(name=str(p)) for p in used} if len(used) > 1 else {}
         for pos, ck in enumerate(clients):
             m.add_client(
                 locations[pos + 1],
@@ -963,23 +984,26 @@ def tours_from_cost_matrix(
                 end_depot=depot,
                 shift_duration=int(shift[tt]) if np.isfinite(shift[tt]) else np.iinfo(np.int64).max,
                 reload_depots=[depot] if reload else [],
+                profile=profiles.get(int(prof_of[tt])),
                 name=str(int(tt)),
             )
         sub = np.asarray(where)
-        cc = c[np.ix_(sub, sub)]
-        dd = dur[np.ix_(sub, sub)]
         unreachable = big * 10 * (len(clients) + 2)
-        for i, a in enumerate(locations):
-            for j, b in enumerate(locations):
-                if i == j:
-                    continue
-                ok = np.isfinite(cc[i, j]) and np.isfinite(dd[i, j])
-                m.add_edge(
-                    a,
-                    b,
-                    distance=int(round(cc[i, j])) if ok else unreachable,
-                    duration=int(round(dd[i, j])) if ok else unreachable,
-                )
+        for p in used:
+            cc = c3[min(p, c3.shape[0] - 1)][np.ix_(sub, sub)]
+            dd = d3[min(p, d3.shape[0] - 1)][np.ix_(sub, sub)]
+            for i, a in enumerate(locations):
+                for j, b in enumerate(locations):
+                    if i == j:
+                        continue
+                    ok = np.isfinite(cc[i, j]) and np.isfinite(dd[i, j])
+                    m.add_edge(
+                        a,
+                        b,
+                        distance=int(round(cc[i, j])) if ok else unreachable,
+                        duration=int(round(dd[i, j])) if ok else unreachable,
+                        profile=profiles.get(p),
+                    )
         stop: Any = MaxIterations(int(max_iterations))
         if max_runtime_s is not None:
             stop = MultipleCriteria([stop, MaxRuntime(float(max_runtime_s))])
@@ -1319,20 +1343,16 @@ def plan(
         geometry=np.concatenate([dep_pts.geometry.to_numpy(), shel_pts.geometry.to_numpy()]),
         crs=WGS84,
     )
-    snapped = engine.snap(both, id_field="id", max_snap_m=max_snap_m)
-    located = np.zeros(n_d + n_s, dtype=bool)
-    located[snapped.rows] = True
+    time_s, located = _time_matrix(engine, both, max_snap_m, barriers)
     dep_reason = np.where(~located[:n_d] & pd.isna(dep_reason), "not_snapped", dep_reason)
     shel_reason = np.where(~located[n_d:] & pd.isna(shel_reason), "not_snapped", shel_reason)
-    od = engine.od_matrix(snapped, snapped, barriers=barriers or None)
-    pos_of = np.full(n_d + n_s, -1, dtype=np.int64)
-    pos_of[snapped.rows] = np.arange(len(snapped))
-    full = np.full((len(snapped), len(snapped)), np.inf)
-    full[od.origin_index, od.destination_index] = od.cost
-    np.fill_diagonal(full, 0.0)
-    time_s = np.full((n_d + n_s, n_d + n_s), np.inf)
-    ok = pos_of >= 0
-    time_s[np.ix_(ok, ok)] = full[np.ix_(pos_of[ok], pos_of[ok])]
+    # each fleet's own times: the car times capped by its top speed (tours, shifts, arrivals)
+    speeds = sorted({float(f.speed_kmh) for g in fleet_of.values() for f in g if f.count > 0})
+    vehicle_engine = {v: _capped_engine(engine, v) for v in speeds}
+    time_by_speed = {
+        v: time_s if eng is engine else _time_matrix(eng, both, max_snap_m, barriers)[0]
+        for v, eng in vehicle_engine.items()
+    }
     shel_ok = pd.isna(shel_reason)
     # a depot whose every road out is closed reaches no shelter at all
     cut = pd.isna(dep_reason) & ~np.isfinite(time_s[:n_d, n_d:][:, shel_ok]).any(axis=1)
@@ -1405,8 +1425,8 @@ def plan(
     )
 
     # tours, per depot, and their geometry on the road network
-    tours, stops, undelivered, trip_legs = _tours(
-        allocation, chosen, weight_kg, volume_m3, dep_ids, shel_ids, fleet_of, time_s,
+    tours, stops, undelivered, trip_legs, trip_speed = _tours(
+        allocation, chosen, weight_kg, volume_m3, dep_ids, shel_ids, fleet_of, time_by_speed,
         unload, vrp_iterations, vrp_max_runtime_s, seed,
     )  # fmt: skip
     names = pd.Series(
@@ -1418,14 +1438,20 @@ def plan(
                      names.reindex(stops["shelter_id"]).to_numpy())  # fmt: skip
     xy = {f"D\x1f{i}": p for i, p in zip(dep_ids, dep_pts.geometry, strict=True)}
     xy |= {f"S\x1f{i}": p for i, p in zip(shel_ids, shel_pts.geometry, strict=True)}
-    legs = _legs(
-        {leg for trip in trip_legs for leg in zip(trip[:-1], trip[1:], strict=True)},
-        xy, engine, barriers, route_geometry, max_snap_m,
-    )  # fmt: skip
+    # each trip drawn on its own vehicle's fastest roads
+    legs_of = {
+        v: _legs(
+            {leg for trip, tv in zip(trip_legs, trip_speed, strict=True) if tv == v
+             for leg in zip(trip[:-1], trip[1:], strict=True)},
+            xy, vehicle_engine[v], barriers, route_geometry, max_snap_m,
+        )
+        for v in sorted(set(trip_speed))
+    }  # fmt: skip
     geometry = []
     distance_km = []
     stop_km: list[float] = []
-    for trip in trip_legs:
+    for trip, tv in zip(trip_legs, trip_speed, strict=True):
+        legs = legs_of[tv]
         pairs = list(zip(trip[:-1], trip[1:], strict=True))
         geometry.append(_join([legs[p][0] for p in pairs]))
         distance_km.append(sum(legs[p][1] for p in pairs) / 1000.0)
@@ -1555,17 +1581,18 @@ def _tours(
     dep_ids: np.ndarray,
     shel_ids: np.ndarray,
     fleet_of: Mapping[str, list[Fleet]],
-    time_s: np.ndarray,
+    time_by_speed: Mapping[float, np.ndarray],
     unload_min_per_t: float,
     iterations: int,
     max_runtime_s: float | None,
     seed: int,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[list[str]]]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[list[str]], list[float]]:
     """Cut every depot -> shelter delivery into pieces, route each depot's pieces with its own
     fleet (:func:`tours_from_cost_matrix`), and lay the result out as trip and stop tables.
 
     Returns tours (no geometry yet), stops, undelivered loads, and each trip's location keys
-    (``"D\\x1f<depot>"``, ``"S\\x1f<shelter>"``, ...) for the route geometry.
+    (``"D\\x1f<depot>"``, ``"S\\x1f<shelter>"``, ...) and its vehicle's top speed (km/h) for
+    the route geometry. ``time_by_speed``: the travel-time matrix of each fleet speed.
     """
     n_d = len(dep_ids)
     item_cols = list(items)
@@ -1573,8 +1600,9 @@ def _tours(
     stop_rows: list[dict[str, Any]] = []
     undelivered: list[pd.DataFrame] = []
     trip_legs: list[list[str]] = []
+    trip_speed: list[float] = []
     if not len(allocation):
-        return _empty_tours(item_cols), _empty_stops(item_cols), _empty_undelivered(), []
+        return _empty_tours(item_cols), _empty_stops(item_cols), _empty_undelivered(), [], []
     wide = allocation.pivot_table(
         index=["depot_id", "shelter_id"], columns="item", values="quantity", aggfunc="sum",
         fill_value=0,
@@ -1613,7 +1641,6 @@ def _tours(
         demand = np.column_stack([np.ceil(p_kg - 1e-9), np.ceil(p_m3 * 1000.0 - 1e-9)])
         # locations: every depot, then one per piece (pieces of one shelter share its place)
         loc = np.concatenate([np.arange(n_d), n_d + np.array(piece_shel)])
-        travel = time_s[np.ix_(loc, loc)]
         types: list[Fleet] = []
         type_dep: list[int] = []
         for k, d in enumerate(dep_ids):
@@ -1624,6 +1651,11 @@ def _tours(
         capacity = np.array(
             [[math.floor(f.capacity_kg), math.floor(f.capacity_m3 * 1000.0)] for f in types]
         )
+        type_speed = [float(f.speed_kmh) for f in types]
+        if len(set(type_speed)) == 1:
+            travel = time_by_speed[type_speed[0]][np.ix_(loc, loc)]
+        else:
+            travel = np.stack([time_by_speed[v][np.ix_(loc, loc)] for v in type_speed])
         sol = tours_from_cost_matrix(
             travel,
             demand,
@@ -1640,7 +1672,7 @@ def _tours(
             seed=seed,
         )
         per_type_seen: dict[int, int] = {}
-        for (d_idx, _t, trips), arr, t0, t1 in zip(
+        for (d_idx, t_idx, trips), arr, t0, t1 in zip(
             sol.routes, sol.arrival_s, sol.trip_start_s, sol.trip_end_s, strict=True
         ):
             depot = str(dep_ids[d_idx])
@@ -1678,6 +1710,7 @@ def _tours(
                 trip_legs.append(
                     [f"D\x1f{depot}", *[f"S\x1f{shel_ids[m[0]]}" for m in merged], f"D\x1f{depot}"]
                 )
+                trip_speed.append(type_speed[t_idx])
                 for seq, (s, when, units) in enumerate(merged, start=1):
                     stop_rows.append(
                         {
@@ -1710,7 +1743,42 @@ def _tours(
         else _empty_undelivered()
     )
     und = und[und["quantity"] > 0].reset_index(drop=True)
-    return tours, stops, und, trip_legs
+    return tours, stops, und, trip_legs, trip_speed
+
+
+def _time_matrix(
+    engine: Engine, both: gpd.GeoDataFrame, max_snap_m: float, barriers: Sequence[Barriers]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Travel time (s) between every depot and shelter point of ``both`` on ``engine`` under the
+    barriers (inf: no open road, or a point too far from a road), and which points snapped."""
+    n = len(both)
+    snapped = engine.snap(both, id_field="id", max_snap_m=max_snap_m)
+    located = np.zeros(n, dtype=bool)
+    located[snapped.rows] = True
+    od = engine.od_matrix(snapped, snapped, barriers=list(barriers) or None)
+    pos_of = np.full(n, -1, dtype=np.int64)
+    pos_of[snapped.rows] = np.arange(len(snapped))
+    full = np.full((len(snapped), len(snapped)), np.inf)
+    full[od.origin_index, od.destination_index] = od.cost
+    np.fill_diagonal(full, 0.0)
+    time_s = np.full((n, n), np.inf)
+    ok = pos_of >= 0
+    time_s[np.ix_(ok, ok)] = full[np.ix_(pos_of[ok], pos_of[ok])]
+    return time_s, located
+
+
+def _capped_engine(engine: Engine, speed_kmh: float) -> Engine:
+    """The drive engine as a vehicle of top speed ``speed_kmh`` sees it: every road's time is
+    max(car time, length / speed). The engine itself where no road is faster than the vehicle."""
+    slowest_s = engine.length_m / (float(speed_kmh) / 3.6)
+    if not np.any(slowest_s > engine.cost * (1.0 + 1e-9)):
+        return engine
+    return Engine.from_arrays(
+        node_ids=engine.node_ids, node_x=engine.node_x, node_y=engine.node_y, u=engine.u,
+        v=engine.v, cost=np.maximum(engine.cost, slowest_s), length_m=engine.length_m,
+        geometry=engine.geometry, crs=engine.crs, weight=engine.weight,
+        walk_speed_mps=engine.walk_speed_mps, profile=engine.profile,
+    )  # fmt: skip
 
 
 def _undelivered_rows(

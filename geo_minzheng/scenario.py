@@ -752,6 +752,48 @@ def _depots(
     return _to_frame(records, shapely.points(xy), ctx, "supply_depot", "depots")
 
 
+#: A marker this close to a point where three units meet is a 三立 marker (metres).
+MARKER_TRIPOINT_M = 300.0
+#: A marker this close to a road is a 双立 pair, one on each side of the road (metres).
+MARKER_ROAD_M = 10.0
+
+
+def marker_types(
+    xy: np.ndarray, districts_w: gpd.GeoDataFrame, roads_w: gpd.GeoDataFrame
+) -> list[str]:
+    """The type of each marker (GB/T 17796-2009 界桩类型) by a fixed rule, no randomness.
+
+    三立 (``triple``) within ``MARKER_TRIPOINT_M`` of a point where three units meet (one marker
+    on each of the three sides); else 双立 (``double``) within ``MARKER_ROAD_M`` of a road (the
+    line runs along or across it, so a pair stands on both sides); else 单立 (``single``, one
+    marker on the line). Deterministic, so regenerating consumes no random numbers.
+    """
+    pts = shapely.points(np.asarray(xy, dtype=float))
+    if not len(pts):
+        return []
+    shared = shared_boundaries(districts_w)
+    ends = shapely.points(
+        shapely.get_coordinates(shapely.boundary(np.asarray(shared.geometry.values)))
+    )
+    rings = shapely.boundary(np.asarray(districts_w.geometry.values))
+    meets = shapely.dwithin(ends[:, None], rings[None, :], 1.0).sum(axis=1) >= 3
+    tri = shapely.multipoints(ends[meets]) if meets.any() else None
+    near_tri = (
+        shapely.dwithin(pts, tri, MARKER_TRIPOINT_M)
+        if tri is not None
+        else np.zeros(len(pts), dtype=bool)
+    )
+    near, dist_m = shapely.STRtree(np.asarray(roads_w.geometry.values)).query_nearest(
+        pts, return_distance=True, all_matches=False
+    )
+    road_m = np.full(len(pts), np.inf)
+    road_m[near[0]] = dist_m
+    return [
+        "triple" if t else "double" if r <= MARKER_ROAD_M else "single"
+        for t, r in zip(near_tri, road_m, strict=True)
+    ]
+
+
 def _markers(
     rng: np.random.Generator, ctx: _Context, params: ScenarioParameters
 ) -> gpd.GeoDataFrame:
@@ -795,6 +837,7 @@ def _markers(
         "unit_a": unit_a,
         "unit_b": unit_b,
         "status": list(rng.choice(np.array(_MARKER_STATUS), n, p=_MARKER_STATUS_P)),
+        "marker_type": marker_types(xy, ctx.districts_w, ctx.roads_w),
         "installed_year": rng.integers(1996, 2016, n),
         "last_inspected": [dt.date.fromordinal(int(d)).isoformat() for d in inspected],
     }

@@ -834,7 +834,8 @@ class ReliefParams:
     ``occupancy_field``: take sheltered persons from the shelter registry's own column (and
     ``<field>`` aged 60+ from ``occupancy_aged_field``) instead of the shelter catchments.
     The fleet applies to every depot unless the depot layer gives its own ``vehicles``,
-    ``vehicle_capacity_t``, ``vehicle_capacity_m3`` or ``shift_h``. ``depart_at``: ``HH:MM``
+    ``vehicle_capacity_t``, ``vehicle_capacity_m3``, ``shift_h`` or ``speed_kmh`` (the
+    vehicles' top speed, capping the network's car speeds). ``depart_at``: ``HH:MM``
     or an ISO date-time (dispatch sheets then give clock times). Layer IDs left None are the
     first layer of their kind.
     """
@@ -846,6 +847,7 @@ class ReliefParams:
     vehicle_capacity_t: float = params.DEFAULT_VEHICLE_CAPACITY_T
     vehicle_capacity_m3: float = params.DEFAULT_VEHICLE_CAPACITY_M3
     shift_h: float = params.DEFAULT_SHIFT_H
+    speed_kmh: float = params.DEFAULT_FLEET_SPEED_KMH
     unload_min_per_t: float = params.DEFAULT_UNLOAD_MIN_PER_T
     share_steps: int = params.DEFAULT_SHARE_STEPS
     occupancy_field: str | None = None
@@ -866,6 +868,7 @@ class ReliefParams:
             ("vehicle_capacity_t", params.check_capacity_t),
             ("vehicle_capacity_m3", params.check_capacity_m3),
             ("shift_h", params.check_shift_h),
+            ("speed_kmh", params.check_fleet_speed_kmh),
             ("unload_min_per_t", params.check_unload_min_per_t),
         ):
             object.__setattr__(self, name, check(getattr(self, name), name=name))
@@ -898,7 +901,8 @@ class ReliefRun:
 
 def relief_fleets(gdf_depots: gpd.GeoDataFrame, p: ReliefParams) -> dict[str, relief.Fleet]:
     """One fleet per depot: the parameters', or the depot layer's own ``vehicles``,
-    ``vehicle_capacity_t``, ``vehicle_capacity_m3``, ``shift_h`` where a record gives them."""
+    ``vehicle_capacity_t``, ``vehicle_capacity_m3``, ``shift_h``, ``speed_kmh`` where a record
+    gives them."""
     from geo_minzheng import relief
     from geo_minzheng.engine import id_strings
 
@@ -926,6 +930,9 @@ def relief_fleets(gdf_depots: gpd.GeoDataFrame, p: ReliefParams) -> dict[str, re
             ),
             shift_min=params.MINUTES_PER_HOUR
             * params.check_shift_h(own("shift_h", p.shift_h), name=f"{where}: shift_h"),
+            speed_kmh=params.check_fleet_speed_kmh(
+                own("speed_kmh", p.speed_kmh), name=f"{where}: speed_kmh"
+            ),
         )
     return out
 

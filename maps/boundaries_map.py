@@ -38,7 +38,7 @@ from folium.utilities import JsCode
 
 from geo_minzheng import params
 from geo_minzheng.boundaries import FAULT_KINDS, INSPECTION_KINDS
-from geo_minzheng.kinds import DEMO_SCENARIO_LABEL, MARKER_STATUS
+from geo_minzheng.kinds import DEMO_SCENARIO_LABEL, MARKER_STATUS, MARKER_TYPE
 from geo_minzheng.workflows import BoundaryRun
 from maps import render
 
@@ -100,6 +100,7 @@ _JS_TEXT = {
     "marker": ("界桩", "Marker"),
     "code": ("界桩编号", "Marker code"),
     "line": ("所属界线", "Line"),
+    "type": ("界桩类型", "Type"),
     "status": ("最新状态", "Latest state"),
     "checked": ("最近检查", "Last checked"),
     "distance": ("距界线（米）", "From the line (m)"),
@@ -317,6 +318,8 @@ def _markers(
     features = []
     for row in markers.itertuples():
         status = row.latest_status if isinstance(row.latest_status, str) else None
+        kind = getattr(row, "marker_type", None)
+        kind = kind if isinstance(kind, str) else None
         distance = None if row.distance_m is None or math.isnan(row.distance_m) else row.distance_m
         features.append(
             {
@@ -330,6 +333,8 @@ def _markers(
                     "name": str(getattr(row, "name", "") or row.id),
                     "line_id": row.line_id,
                     "line_name": row.line_name or row.line_id,
+                    "marker_type": kind,
+                    "type_label": _label(MARKER_TYPE, kind, lang) if kind else "—",
                     "status": status,
                     "status_label": _label(MARKER_STATUS, status, lang),
                     "checked": row.latest_on,
@@ -442,6 +447,7 @@ function gmPopup(p) {
   var h = '<div class="gm-marker" data-id="' + gmEsc(p.id) + '"><b>' + gmEsc(p.name) + '</b><table>'
     + '<tr><th>' + T.code + '</th><td>' + gmEsc(p.id) + '</td></tr>'
     + '<tr><th>' + T.line + '</th><td>' + gmEsc(p.line_name) + '</td></tr>'
+    + '<tr><th>' + T.type + '</th><td class="gm-type">' + gmEsc(p.type_label) + '</td></tr>'
     + '<tr><th>' + T.status + '</th><td class="gm-status">' + gmEsc(p.status_label) + '</td></tr>'
     + '<tr><th>' + T.checked + '</th><td class="gm-checked">' + gmEsc(p.checked) + '</td></tr>'
     + '<tr><th>' + T.distance + '</th><td>' + gmEsc(p.distance_m)
@@ -724,11 +730,14 @@ def _title_block(
     result = run.result
     counts = markers["latest_status"].value_counts().to_dict() if len(markers) else {}
     states = "，".join(f"{_label(MARKER_STATUS, k, lang)} {v}" for k, v in counts.items()) or "—"
+    kinds = markers["marker_type"].value_counts().to_dict() if "marker_type" in markers else {}
+    types = "，".join(f"{_label(MARKER_TYPE, k, lang)} {v}" for k, v in kinds.items()) or "—"
     rows = [
         (_d("line_id", lang), row["line_id"]),
         (_d("length", lang), f"{_km(row['length_m']):.3f} km"),
         (_d("markers", lang), str(len(markers))),
         ("", states),
+        ("", types),
         (_d("last", lang), row["last_joint_inspection"] or "—"),
         (_d("next", lang), row["next_due"] or "—"),
         (_d("drawn", lang), result.as_of.isoformat()),

@@ -1,8 +1,8 @@
 """Boundary management core: hierarchy from the official codes, shared lines against pairwise
 boundary intersections, topology checks on every real boundary set of the project and on real
 polygons with injected gaps, overlaps, slivers and bad rings (found exactly, areas against an
-independent overlay), markers, due lines, inspection checks and the OR-Tools visiting order
-against brute force on the real walk network."""
+independent overlay), markers and their types, due lines, inspection checks and the shared
+PyVRP visiting order against brute force on the real walk network."""
 
 from __future__ import annotations
 
@@ -534,3 +534,109 @@ def test_runs_on_the_demo_catalog_with_names(layers_engine) -> None:
 def test_data_files_exist() -> None:
     assert (DEMO_DATA / "admin_codes" / "index_changchun.csv").exists()
     assert Path(TEST_DATA / "boundaries" / "README.md").exists()
+
+
+def test_demo_marker_types_follow_the_documented_rule(demo) -> None:
+    markers = demo["markers"]
+    committed = pyogrio.read_dataframe(DEMO_DATA / "changchun_demo.gpkg", layer="markers")
+    assert committed["marker_type"].tolist() == markers["marker_type"].tolist()
+    assert markers["marker_type"].value_counts().to_dict() == {
+        "single": 33,
+        "double": 21,
+        "triple": 4,
+    }
+    # the rule, checked independently: 三立 within 300 m of a point three districts meet (from
+    # the pairwise shared lines), 双立 within 10 m of a road, 单立 otherwise
+    districts = demo["districts"]
+    result = boundaries.analyze(districts, gdf_markers=markers, as_of=AS_OF)
+    work = result.working_crs
+    rings = districts.to_crs(work).boundary
+    ends = [
+        shapely.Point(xy)
+        for line in result.lines.to_crs(work).geometry
+        for xy in shapely.get_coordinates(line.boundary)
+    ]
+    meets = [p for p in ends if int((rings.distance(p) < 1.0).sum()) >= 3]
+    assert meets
+    pts = markers.to_crs(work).geometry
+    roads = demo["roads"].to_crs(work)
+    road_tree = shapely.STRtree(np.asarray(roads.geometry.values))
+    for point, kind in zip(pts, markers["marker_type"], strict=True):
+        tri = min(point.distance(p) for p in meets) <= scenario.MARKER_TRIPOINT_M
+        road_m = point.distance(roads.geometry.iloc[road_tree.nearest(point)])
+        expected = "triple" if tri else "double" if road_m <= 10.0 else "single"
+        assert kind == expected
+
+
+def _features(element) -> list[dict]:
+    """GeoJSON features of every folium GeoJson layer under ``element``."""
+    import folium
+
+    out = []
+    if isinstance(element, folium.GeoJson):
+        out += element.data.get("features", [])
+    for child in element._children.values():
+        out += _features(child)
+    return out
+
+
+def test_marker_types_are_counted_per_line_and_shown(demo) -> None:
+    from maps import boundaries_map as bmap
+
+    markers = demo["markers"].copy()
+    markers.loc[0, "marker_type"] = "单立"  # a zh label is read as its code (was 三立)
+    markers.loc[1, "marker_type"] = None  # the type is optional
+    result = boundaries.analyze(demo["districts"], gdf_markers=markers, as_of=AS_OF)
+    assert result.markers.set_index("id").at["BM-001", "marker_type"] == "single"
+    lines = result.lines.set_index("line_id")
+    typed = markers.iloc[2:]
+    pair = typed["unit_a"] + "-" + typed["unit_b"]
+    for lid in lines.index:
+        mine = typed[pair == lid]["marker_type"].value_counts()
+        extra = {"single": 1} if lid == "220102-220103" else {}
+        for kind in ("single", "double", "triple"):
+            assert lines.at[lid, f"markers_{kind}"] == int(mine.get(kind, 0)) + extra.get(kind, 0)
+    assert (
+        lines[["markers_single", "markers_double", "markers_triple"]].sum(axis=1)
+        == lines["markers"] - (lines.index == "220102-220103")
+    ).all()
+    assert result.summary()["markers_by_type"] == {"single": 34, "double": 20, "triple": 3}
+    table = boundaries.responsibility_table(result)
+    row = table.set_index("界线编号").loc["220102-220104"]
+    assert (row["单立界桩"], row["双立界桩"], row["三立界桩"]) == (1, 13, 0)
+    assert "Triple markers" in boundaries.responsibility_table(result, lang="en").columns
+    run = workflows.BoundaryRun(
+        workflows.BoundaryParams(as_of=AS_OF), result, demo["districts"], markers
+    )
+    fmap = bmap.boundaries_map(run)
+    popups = {
+        f["properties"]["id"]: f["properties"]["type_label"]
+        for f in _features(fmap)
+        if "type_label" in f["properties"]
+    }
+    assert len(popups) == len(markers)
+    assert (popups["BM-001"], popups["BM-002"], popups["BM-003"]) == ("单立", "—", "双立")
+    assert "T.type" in fmap.get_root().render()  # the popup's 界桩类型 row
+    diagram = bmap.management_diagram_html(run, "220102-220104")
+    assert "单立 1" in diagram and "双立 13" in diagram
+
+
+def test_inspection_route_uses_the_solver_shared_with_relief(layers_engine, monkeypatch) -> None:
+    from geo_minzheng import relief, routing
+
+    assert boundaries.visiting_order is routing.visiting_order
+    calls = []
+    real = relief.tours_from_cost_matrix
+
+    def counted(*args, **kwargs):
+        calls.append(len(args[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(routing, "tours_from_cost_matrix", counted)
+    layers, engine = layers_engine
+    run = workflows.run_boundaries(
+        layers, engine, workflows.BoundaryParams(route_line="220102-220104")
+    )
+    assert run.route is not None and "PyVRP" in run.route.solver
+    assert calls == [14]  # the line's 14 markers, the first one the start
+    assert len(run.route.stops) == 14

@@ -229,7 +229,12 @@ def read_cvrplib(path: Path) -> tuple[np.ndarray, np.ndarray, int, int]:
 
 def test_cvrplib_files_carry_their_optimum() -> None:
     files = sorted(CVRPLIB.glob("A-n*.vrp"))
-    assert len(files) == 21
+    assert len(files) == 27  # all of set A
+    # the six added last carry CVRPLIB's proven optima
+    added = {"A-n44-k6": 937, "A-n62-k8": 1288, "A-n63-k9": 1616, "A-n63-k10": 1314,
+             "A-n64-k9": 1401, "A-n69-k9": 1159}  # fmt: skip
+    for name, optimum in added.items():
+        assert read_cvrplib(CVRPLIB / f"{name}.vrp")[3] == optimum
     for f in files:
         dist, demand, cap, opt = read_cvrplib(f)
         n, k = (int(v) for v in re.findall(r"\d+", f.stem))
@@ -282,6 +287,32 @@ def test_tours_by_hand_with_reloads_and_a_shift() -> None:
     assert short.missing == (3,)
     assert short.cost == 80.0
     assert max(short.trip_end_s[0]) <= 100
+
+
+def test_tours_with_a_travel_time_matrix_per_vehicle_type() -> None:
+    # the same line; a fast truck (type 0) and one at half its speed (type 1), 100 s shifts.
+    # Alone the fast one reaches three clients (see above); with the slow one every client can
+    # be served: the slow truck takes the near pair (10, 20) in 2 x 40 = 80 s, the fast one the
+    # far pair (30, 40) in 80 s
+    x = np.array([0, 10, 20, 30, 40])
+    cost = np.abs(x[:, None] - x[None, :]).astype(float)
+    per_type = np.stack([cost, 2 * cost])
+    demand = np.array([5, 5, 5, 5])
+    sol = relief.tours_from_cost_matrix(
+        per_type, demand, capacity=10, vehicles=[1, 1], shift_s=100, max_iterations=2000,
+    )  # fmt: skip
+    assert sol.missing == ()
+    trips = {vtype: tuple(sorted(t)) for _, vtype, (t,) in sol.routes}
+    assert trips == {0: (2, 3), 1: (0, 1)}
+    assert sol.cost == 160.0
+    # each truck reaches its first client at its own speed: 1 or 2 s per metre from the depot
+    for (_, vtype, (trip,)), (times,) in zip(sol.routes, sol.arrival_s, strict=True):
+        assert times[0] == (1 + vtype) * x[trip[0] + 1]
+        assert times[1] == times[0] + (1 + vtype) * 10
+    with pytest.raises(ValueError, match="one matrix or one per vehicle type \\(2\\)"):
+        relief.tours_from_cost_matrix(
+            np.stack([cost, cost, cost]), demand, capacity=10, vehicles=[1, 1]
+        )
 
 
 def test_tours_bad_input() -> None:

@@ -322,6 +322,7 @@ def test_api_job_plans_and_honours_stock_set_through_the_api(client: TestClient)
             assert row["sent_weight_kg"] >= before[depot]["sent_weight_kg"] - 1e-6
     assert again["summary"]["allocated_t"] <= body["summary"]["allocated_t"]
     assert client.post("/analysis/relief", json={"vehicle_capacity_t": 0}).status_code == 422
+    assert client.post("/analysis/relief", json={"speed_kmh": 0}).status_code == 422
     wrong = client.post("/analysis/relief", json={"shelter_layer": "roads"})
     assert wrong.status_code == 422 and "expected 'shelter'" in wrong.text
     assert client.post("/analysis/relief", json={"items": ["rice"]}).status_code == 422
@@ -369,3 +370,85 @@ def test_relief_map_page_in_chromium(chromium, live: str) -> None:
     driver.get(live + "/maps/relief?lang=en")
     WebDriverWait(driver, 240).until(lambda d: d.find_elements("id", "gm-relief-panel"))
     assert "vehicles" in driver.find_element("id", "gm-relief-panel").text
+
+
+def _twelve_shelters(layers) -> tuple[pd.DataFrame, gpd.GeoDataFrame]:
+    """300 residents in each of the first 12 registry shelters (one day of water and food is
+    12.6 t: at least three 5 t trucks)."""
+    shelters = layers.read("shelters").copy()
+    shelters["occupancy_persons"] = 0
+    shelters.loc[shelters["id"].isin(list(shelters["id"])[:12]), "occupancy_persons"] = 300
+    return relief.sheltered_from_registry(shelters), shelters
+
+
+def test_a_slower_fleet_arrives_proportionally_later(layers, drive) -> None:
+    sheltered, shelters = _twelve_shelters(layers)
+    depots = layers.read("depots")
+    # every road of the drive network allows at least 15 km/h, so at 10 and 5 km/h the fleet's
+    # own speed is the limit everywhere: every leg takes exactly twice as long at 5 km/h
+    assert (drive.length_m / drive.cost * 3.6).min() >= 10.0
+    first: dict[float, pd.DataFrame] = {}
+    for speed in (10.0, 5.0):
+        p = relief.plan(
+            sheltered, shelters, depots, drive, days=1, items=["water", "food"],
+            unload_min_per_t=0, fleets=relief.Fleet(count=4, speed_kmh=speed),
+            vrp_iterations=300,
+        )  # fmt: skip
+        assert p.summary["carried_t"] == p.summary["allocated_t"] == 12.6
+        stops = p.stops.merge(p.tours[["tour_id", "depart_min"]], on="tour_id")
+        out = stops[(stops["seq"] == 1) & (stops["depart_min"] == 0)]
+        # straight out of the depot: arrival = the drawn leg's length at the fleet's speed
+        np.testing.assert_allclose(out["arrival_min"], out["leg_km"] / speed * 60, atol=0.1)
+        first[speed] = out.drop_duplicates(["depot_id", "shelter_id"]).set_index(
+            ["depot_id", "shelter_id"]
+        )["arrival_min"]
+    both = first[10.0].index.intersection(first[5.0].index)
+    assert len(both) >= 2
+    # twice the time at half the speed (legs are whole seconds: within 2 s)
+    np.testing.assert_allclose(first[5.0][both], 2 * first[10.0][both], atol=2 / 60)
+    assert first[10.0][both].max() > 10.0  # minutes: real legs, not zero-length ones
+
+
+def test_a_slower_fleet_needs_more_vehicles_within_its_shift(layers, drive) -> None:
+    sheltered, shelters = _twelve_shelters(layers)
+    depots = layers.read("depots")
+
+    def run(speed_kmh: float, vehicles: int) -> relief.ReliefPlan:
+        fleet = relief.Fleet(count=vehicles, shift_min=180, speed_kmh=speed_kmh)
+        return relief.plan(
+            sheltered, shelters, depots, drive, days=1, items=["water", "food"],
+            unload_min_per_t=0, fleets=fleet, vrp_iterations=300,
+        )  # fmt: skip
+
+    fast, slow, more = run(10.0, 2), run(5.0, 2), run(5.0, 4)
+    # at 10 km/h two trucks per depot carry all 12.6 t within a 3-hour shift
+    assert fast.summary["carried_t"] == 12.6 and len(fast.undelivered) == 0
+    assert fast.summary["vehicles_used"] == 3
+    # at 5 km/h the same trucks cannot: loads are left for want of shift time (reason fleet)
+    assert slow.summary["carried_t"] < 12.6
+    assert set(slow.undelivered["reason"]) == {"fleet"}
+    assert slow.summary["vehicles_used"] == 4
+    # four trucks per depot carry it all again, on more vehicles than the fast fleet needed
+    assert more.summary["carried_t"] == 12.6 and len(more.undelivered) == 0
+    assert more.summary["vehicles_used"] > fast.summary["vehicles_used"]
+    for p in (fast, slow, more):
+        assert (p.tours["return_min"] <= 180 + 1e-9).all()
+
+
+def test_fleet_speed_from_the_parameters_the_depot_layer_and_the_api(layers) -> None:
+    from api.routes.relief import ReliefRequest
+
+    depots = layers.read("depots").copy()
+    depots["speed_kmh"] = np.nan
+    depots.loc[depots["id"] == "DP-02", "speed_kmh"] = 25.0
+    fleets = workflows.relief_fleets(depots, workflows.ReliefParams(speed_kmh=40))
+    assert {d: f.speed_kmh for d, f in fleets.items()} == {"DP-01": 40, "DP-02": 25, "DP-03": 40}
+    assert workflows.ReliefParams().speed_kmh == 100.0  # params.DEFAULT_FLEET_SPEED_KMH
+    with pytest.raises(ValueError, match="speed_kmh must be km/h in \\(0, 120\\]"):
+        workflows.ReliefParams(speed_kmh=0)
+    depots.loc[depots["id"] == "DP-03", "speed_kmh"] = -5.0
+    with pytest.raises(ValueError, match="depot 'DP-03': speed_kmh must be km/h"):
+        workflows.relief_fleets(depots, workflows.ReliefParams())
+    assert ReliefRequest(speed_kmh=30).relief_params().speed_kmh == 30
+    args = cli.build_parser().parse_args(["relief", "--speed-kmh", "35"])
+    assert args.speed_kmh == 35

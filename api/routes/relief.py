@@ -71,6 +71,10 @@ class ReliefRequest(BaseModel):
         default=params.DEFAULT_SHIFT_H, gt=0, le=params.MAX_SHIFT_H,
         description="最长班次（小时）/ longest shift, hours",
     )  # fmt: skip
+    speed_kmh: float = Field(
+        default=params.DEFAULT_FLEET_SPEED_KMH, gt=0, le=params.MAX_FLEET_SPEED_KMH,
+        description="车辆最高车速（公里/小时，限制路网车速）/ vehicles' top speed, km/h",
+    )  # fmt: skip
     unload_min_per_t: float = Field(
         default=params.DEFAULT_UNLOAD_MIN_PER_T, ge=0, le=params.MAX_UNLOAD_MIN_PER_T,
         description="每吨卸货时间（分钟）/ unloading minutes per tonne",
@@ -107,6 +111,7 @@ class ReliefRequest(BaseModel):
             vehicle_capacity_t=self.vehicle_capacity_t,
             vehicle_capacity_m3=self.vehicle_capacity_m3,
             shift_h=self.shift_h,
+            speed_kmh=self.speed_kmh,
             unload_min_per_t=self.unload_min_per_t,
             share_steps=self.share_steps,
             occupancy_field=self.occupancy_field,

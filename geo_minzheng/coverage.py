@@ -576,7 +576,8 @@ def analyze(
         columns["id"] = ids
     work = _working_crs(demand) if gaps else None  # gap polygons are drawn in metres
     xy = _projected_xy(demand, work) if work is not None else np.zeros((0, 2))
-    finest = finest_units(rows, units, info["level"].tolist(), len(demand))
+    # each point's finest unit, for the gap areas' units only (not worked out without gaps)
+    finest = finest_units(rows, units, info["level"].tolist(), len(demand)) if gaps else None
     wanted = combined if combined is not None else _default_combined(list(facilities))
     combine = {
         name: [k for k in members if k in facilities]
@@ -610,6 +611,7 @@ def analyze(
         if gaps:
             un = ~(time_s <= params.minutes_to_s(gap_break))
             labels, kind_gaps = gap_polygons(xy[un], pop[un], aged[un], buffer_m=gap_buffer_m)
+            assert finest is not None  # built above whenever gaps are
             where = gap_units(labels, finest[un], aged[un], pop[un], len(kind_gaps))
             kind_gaps.insert(1, "unit_name", _unit_labels(where, info["name"]))
             kind_gaps.insert(1, "unit", _unit_labels(where, info["adcode"].astype(str)))
@@ -687,7 +689,10 @@ def _road_data(
     km, area = road_km_per_unit(engine, gdf_units.reset_index(drop=True))
     sparse = sparse_road_units(km, area, info["level"].tolist())
     codes = info["adcode"].astype(str).to_numpy()
-    total = float(shapely.length(engine.arrays.segment_geometry).sum()) / 1e3
+    total = engine.derived.entry(
+        ("coverage.street_km",),
+        lambda: float(shapely.length(engine.arrays.segment_geometry).sum()) / 1e3,
+    )
     road_km = pd.Series(np.r_[km, total], index=[*codes, TOTAL])
     flags = pd.Series(np.r_[sparse, False], index=[*codes, TOTAL])
     # a code listed twice (two polygons of one unit): its km add up, either part flags it

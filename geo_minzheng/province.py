@@ -789,9 +789,18 @@ def reach_m(engine: Engine, cutoff_s: float) -> float:
 
 
 def _engine_points(gdf: gpd.GeoDataFrame, crs: CRS) -> np.ndarray:
-    """Where the engine snaps each record from: the point, or a polygon's point on surface."""
-    geoms = np.asarray(gdf.to_crs(crs).geometry.values)
-    return shapely.point_on_surface(geoms)
+    """Where the engine snaps each record from: the point, or a polygon's point on surface.
+
+    Point layers (the bulk) are transformed as coordinate arrays, as the engine does; the
+    partitioning only needs them to the metre (the reach bound has its margin).
+    """
+    geoms = np.asarray(gdf.geometry.values)
+    single = shapely.get_num_coordinates(geoms) == 1
+    if len(geoms) and single.all() and gdf.crs is not None:
+        xy = shapely.get_coordinates(geoms)
+        x, y = gm_crs.point_transform(CRS(gdf.crs).srs, crs.srs, fast=True)(xy[:, 0], xy[:, 1])
+        return shapely.points(x, y)
+    return shapely.point_on_surface(np.asarray(gdf.to_crs(crs).geometry.values))
 
 
 def plan_city(

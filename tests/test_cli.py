@@ -100,7 +100,11 @@ def test_validate_shapefile_without_prj_needs_source_crs(tmp_path, capsys) -> No
     shifted = crs.from_wgs84(markers, "GCJ-02")
     path = tmp_path / "界桩.shp"
     pyogrio.write_dataframe(
-        shifted.drop(columns=["installed_year", "last_inspected"]).set_crs("EPSG:4326"), path
+        # marker_type has 11 characters: a .dbf field name holds 10 (GDAL would launder it)
+        shifted.drop(columns=["installed_year", "last_inspected", "marker_type"]).set_crs(
+            "EPSG:4326"
+        ),
+        path,
     )
     path.with_suffix(".prj").unlink()
     assert cli.main(["validate", "--kind", "boundary_marker", str(path)]) == 2

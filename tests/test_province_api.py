@@ -81,6 +81,8 @@ def test_province_job_map_drill_down_and_downloads(
     assert client.post("/analysis/province", json={"run_id": "Bad-Id"}).status_code == 422
     response = client.post("/analysis/province", json={"run_id": "api1"})
     assert response.status_code == 202
+    busy = client.post("/analysis/province", json={})  # one province run at a time
+    assert busy.status_code == 409 and response.json()["id"] in busy.json()["detail"]
     status, seen = _finish(client, response.json())
     assert status["status"] == "succeeded", status
     assert seen == sorted(seen)

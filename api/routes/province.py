@@ -269,7 +269,12 @@ def _status(request: Request, job: Any) -> JobStatus:
     "/analysis/province",
     status_code=202,
     response_model=JobStatus,
-    responses={**PROBLEM_RESPONSES, 422: {"model": ProblemDetail}, 503: {"model": ProblemDetail}},
+    responses={
+        **PROBLEM_RESPONSES,
+        409: {"model": ProblemDetail},
+        422: {"model": ProblemDetail},
+        503: {"model": ProblemDetail},
+    },
     summary="全省养老服务圈覆盖 / province coverage on Dask (job)",
     description=(
         "Coverage of every county of every city of the province, partitioned by county (each "
@@ -279,7 +284,8 @@ def _status(request: Request, job: Any) -> JobStatus:
         "(progress per partition); the result is every county as GeoJSON with its shares at "
         "the largest break per kind, `run_id` and `report` (partitions, failures retried, "
         "peak memory per worker). A failed partition is retried; one that fails every try "
-        "fails the job (503), and the same `run_id` resumes it."
+        "fails the job (503), and the same `run_id` resumes it. One province run at a time: "
+        "another submission while one runs gets 409."
     ),
 )
 def province_job(body: ProvinceRequest, request: Request, state: State, _: Viewer) -> JSONResponse:
@@ -289,7 +295,13 @@ def province_job(body: ProvinceRequest, request: Request, state: State, _: Viewe
             province.check_run_id(body.run_id)
     except ValueError as exc:
         raise ApiProblem(422, str(exc)) from None
+    # one province run at a time per service process: it already uses every worker
+    running = getattr(state, "_province_job", None)
+    if running is not None and state.jobs.get(running).active:
+        msg = f"a province run is already running: poll /jobs/{running}, then start another"
+        raise ApiProblem(409, msg)
     job = state.jobs.submit("province", lambda p: _run_province(state, body, p))
+    state._province_job = job.id  # type: ignore[attr-defined]
     status = _status(request, job)
     return JSONResponse(
         status.model_dump(exclude_none=True),

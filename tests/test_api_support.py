@@ -170,6 +170,8 @@ def make_settings(city_dir: Path, store_path: Path, **overrides: object) -> Sett
         "api_keys": API_KEYS,
         "build_network_on_start": False,
         "max_items_limit": 500,
+        # province runs (a job any test may start) go beside the store, not into the checkout
+        "province_results": str(store_path.parent / "province-runs"),
     }
     values.update(overrides)
     return Settings(**values)

@@ -6,7 +6,6 @@ It draws a :class:`geo_minzheng.workflows.ReliefRun`; it runs no analysis.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -286,9 +285,4 @@ def _panel(run: ReliefRun, lang: str) -> str:
             delay=c["max_delay_min"],
             changed=c["vehicles_changed"],
         )
-    return (
-        '<div id="gm-relief-panel" style="position:absolute;left:10px;bottom:30px;z-index:1000;'
-        "background:rgba(255,255,255,0.95);padding:6px 8px;border-radius:4px;max-width:460px;"
-        'font:12px/1.5 sans-serif;box-shadow:0 1px 5px rgba(0,0,0,0.4)">'
-        f"{html.escape(text)}</div>"
-    )
+    return render.text_panel("gm-relief-panel", text, max_width_px=460)

@@ -376,6 +376,17 @@ def add_html(m: folium.Map, markup: str) -> None:
     assets.map_figure(m).html.add_child(folium.Element(markup))
 
 
+def text_panel(element_id: str, text: str, *, max_width_px: int = 440) -> str:
+    """A panel of ``text`` (escaped) in the map's lower left corner, for a run's headline."""
+    return (
+        f'<div id="{html.escape(element_id)}" style="position:absolute;left:10px;bottom:30px;'
+        "z-index:1000;background:rgba(255,255,255,0.95);padding:6px 8px;border-radius:4px;"
+        f"max-width:{max_width_px}px;font:12px/1.5 sans-serif;"
+        'box-shadow:0 1px 5px rgba(0,0,0,0.4)">'
+        f"{html.escape(text)}</div>"
+    )
+
+
 def mark_scenario(m: folium.Map) -> None:
     """Show the 演示情景 / demo scenario badge (for layers drawn without :func:`add_layer`)."""
     _state(m).scenario = True

@@ -5,7 +5,6 @@ It draws a :class:`geo_minzheng.workflows.ShelterRun`; it runs no analysis.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -265,9 +264,4 @@ def _panel(run: ShelterRun, lang: str) -> str:
             lost=c["lost_persons"],
             disabled=c["shelters_disabled"],
         )
-    return (
-        '<div id="gm-shelter-panel" style="position:absolute;left:10px;bottom:30px;z-index:1000;'
-        "background:rgba(255,255,255,0.95);padding:6px 8px;border-radius:4px;max-width:420px;"
-        'font:12px/1.5 sans-serif;box-shadow:0 1px 5px rgba(0,0,0,0.4)">'
-        f"{html.escape(text)}</div>"
-    )
+    return render.text_panel("gm-shelter-panel", text, max_width_px=420)

@@ -22,21 +22,13 @@ from api.errors import ApiProblem
 from api.jobs import Progress
 from api.models import PROBLEM_RESPONSES, JobStatus, ProblemDetail
 from api.responses import geojson, jsonable, records, submit
+from api.routes.analysis import GeoJSONFeatureCollection
 from api.state import AppState, State
 from geo_minzheng import params, workflows
 from geo_minzheng._errors import UnknownIdError
 from geo_minzheng.kinds import RELIEF_ITEMS
 
 router = APIRouter(tags=["分析 / analysis"])
-
-
-class FeatureCollection(BaseModel):
-    """Inline GeoJSON (WGS84); at most the service's ``max_analysis_features`` features."""
-
-    model_config = ConfigDict(extra="allow")
-
-    type: Literal["FeatureCollection"]
-    features: list[dict[str, Any]] = Field(max_length=100_000)
 
 
 class ReliefRequest(BaseModel):
@@ -95,10 +87,10 @@ class ReliefRequest(BaseModel):
     demo_flood: bool = Field(
         default=False, description="使用演示洪水情景（伊通河沿岸）/ the demo flood (demo scenario)"
     )
-    hazards: FeatureCollection | None = Field(
+    hazards: GeoJSONFeatureCollection | None = Field(
         default=None, description="灾害影响区（面，WGS84）/ hazard polygons such as a flooded area"
     )
-    closed_roads: FeatureCollection | None = Field(
+    closed_roads: GeoJSONFeatureCollection | None = Field(
         default=None, description="封闭道路（点或线，WGS84）/ closed roads or bridges"
     )
 
@@ -121,7 +113,9 @@ class ReliefRequest(BaseModel):
         )
 
 
-def _inline(state: AppState, fc: FeatureCollection | None, name: str) -> gpd.GeoDataFrame | None:
+def _inline(
+    state: AppState, fc: GeoJSONFeatureCollection | None, name: str
+) -> gpd.GeoDataFrame | None:
     """Inline GeoJSON as a WGS84 frame (422 when it is not valid GeoJSON, 413 when too big)."""
     if fc is None:
         return None

@@ -224,18 +224,18 @@ class ShelterRequest(NetworkOptions):
 
 
 @overload
-def _inline(
+def inline_frame(
     state: AppState, fc: GeoJSONFeatureCollection, *, name: str, kind: str | None, ids: bool = True
 ) -> gpd.GeoDataFrame: ...
 
 
 @overload
-def _inline(
+def inline_frame(
     state: AppState, fc: None, *, name: str, kind: str | None, ids: bool = True
 ) -> None: ...
 
 
-def _inline(
+def inline_frame(
     state: AppState,
     fc: GeoJSONFeatureCollection | None,
     *,
@@ -316,9 +316,11 @@ def isochrone(body: IsochroneRequest, state: State, _: Viewer) -> JSONResponse:
 
 
 def _run_coverage(state: AppState, body: CoverageRequest, progress: Progress) -> dict[str, Any]:
-    demand = _inline(state, body.demand, name="demand", kind="demand") if body.demand else None
+    demand = inline_frame(state, body.demand, name="demand", kind="demand")
     facilities = (
-        _inline(state, body.facilities, name="facilities", kind=None) if body.facilities else None
+        inline_frame(state, body.facilities, name="facilities", kind=None)
+        if body.facilities
+        else None
     )
     progress(0.02, "准备路网 / preparing the network")
     engine = state.network.get(body.network_params(state))
@@ -344,9 +346,11 @@ def _run_coverage(state: AppState, body: CoverageRequest, progress: Progress) ->
 
 
 def _run_siting(state: AppState, body: SitingRequest, progress: Progress) -> dict[str, Any]:
-    demand = _inline(state, body.demand, name="demand", kind="demand") if body.demand else None
+    demand = inline_frame(state, body.demand, name="demand", kind="demand")
     candidates = (
-        _inline(state, body.candidates, name="candidates", kind=None) if body.candidates else None
+        inline_frame(state, body.candidates, name="candidates", kind=None)
+        if body.candidates
+        else None
     )
     progress(0.02, "准备路网 / preparing the network")
     engine = state.network.get(body.network_params(state))
@@ -367,8 +371,8 @@ def _run_siting(state: AppState, body: SitingRequest, progress: Progress) -> dic
 
 
 def _run_shelters(state: AppState, body: ShelterRequest, progress: Progress) -> dict[str, Any]:
-    hazards = _inline(state, body.hazards, name="hazards", kind=None, ids=False)
-    closed = _inline(state, body.closed_roads, name="closed_roads", kind=None, ids=False)
+    hazards = inline_frame(state, body.hazards, name="hazards", kind=None, ids=False)
+    closed = inline_frame(state, body.closed_roads, name="closed_roads", kind=None, ids=False)
     progress(0.02, "准备路网 / preparing the network")
     engine = state.network.get(body.network_params(state))
     run = workflows.run_shelters(
@@ -412,13 +416,13 @@ def _prevalidate(state: AppState, body: CoverageRequest | SitingRequest | Shelte
         raise ApiProblem(422, str(exc)) from None
     demand = getattr(body, "demand", None)
     if demand is not None:
-        _inline(state, demand, name="demand", kind="demand")
+        inline_frame(state, demand, name="demand", kind="demand")
     for name in ("hazards", "closed_roads"):
-        _inline(state, getattr(body, name, None), name=name, kind=None, ids=False)
+        inline_frame(state, getattr(body, name, None), name=name, kind=None, ids=False)
     for name in ("facilities", "candidates"):
         fc = getattr(body, name, None)
         if fc is not None:
-            _inline(state, fc, name=name, kind=None)
+            inline_frame(state, fc, name=name, kind=None)
 
 
 @router.post(

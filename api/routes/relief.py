@@ -22,7 +22,7 @@ from api.errors import ApiProblem
 from api.jobs import Progress
 from api.models import PROBLEM_RESPONSES, JobStatus, ProblemDetail
 from api.responses import geojson, jsonable, records, submit
-from api.routes.analysis import GeoJSONFeatureCollection
+from api.routes.analysis import GeoJSONFeatureCollection, inline_frame
 from api.state import AppState, State
 from geo_minzheng import params, workflows
 from geo_minzheng._errors import UnknownIdError
@@ -113,30 +113,11 @@ class ReliefRequest(BaseModel):
         )
 
 
-def _inline(
-    state: AppState, fc: GeoJSONFeatureCollection | None, name: str
-) -> gpd.GeoDataFrame | None:
-    """Inline GeoJSON as a WGS84 frame (422 when it is not valid GeoJSON, 413 when too big)."""
-    if fc is None:
-        return None
-    limit = state.settings.max_analysis_features
-    if len(fc.features) > limit:
-        msg = f"'{name}' has {len(fc.features)} features; the limit is {limit}"
-        raise ApiProblem(413, msg)
-    try:
-        gdf = gpd.GeoDataFrame.from_features(fc.model_dump()["features"], crs="EPSG:4326")
-    except Exception:
-        msg = f"'{name}' is not a valid GeoJSON FeatureCollection of WGS84 features"
-        raise ApiProblem(422, msg) from None
-    gdf.attrs = {"layer": name}
-    return gdf
-
-
 def _barriers(
     state: AppState, body: ReliefRequest
 ) -> tuple[gpd.GeoDataFrame | None, gpd.GeoDataFrame | None]:
-    hazards = _inline(state, body.hazards, "hazards")
-    closed = _inline(state, body.closed_roads, "closed_roads")
+    hazards = inline_frame(state, body.hazards, name="hazards", kind=None, ids=False)
+    closed = inline_frame(state, body.closed_roads, name="closed_roads", kind=None, ids=False)
     if hazards is not None and not hazards.geom_type.isin(["Polygon", "MultiPolygon"]).all():
         raise ApiProblem(422, "'hazards' must hold Polygon or MultiPolygon features only")
     if body.demo_flood:
@@ -172,8 +153,8 @@ def _prevalidate(state: AppState, body: ReliefRequest) -> None:
         if found != kind:
             msg = f"{name}: layer '{layer_id}' is of kind '{found}'; expected '{kind}'"
             raise ApiProblem(422, msg)
-    _inline(state, body.hazards, "hazards")
-    _inline(state, body.closed_roads, "closed_roads")
+    inline_frame(state, body.hazards, name="hazards", kind=None, ids=False)
+    inline_frame(state, body.closed_roads, name="closed_roads", kind=None, ids=False)
 
 
 def _run_relief(state: AppState, body: ReliefRequest, progress: Progress) -> dict[str, Any]:
